@@ -1,0 +1,101 @@
+"""THE preprocessing contract: one definition for the preprocess stage, training-time
+evaluation, ONNX export parity and the serving API. numpy + PIL only (never torch).
+
+An image becomes a model input in two steps:
+  1. `resize_to_contract`: PIL RGB image -> uint8 array (size, size, 3). This is what the
+     preprocess stage stores, and what serving computes from an upload.
+  2. `normalize`: uint8 (N, H, W, 3) -> float32 (N, 3, H, W), scaled to [0, 1], then
+     (x - mean) / std per channel, RGB order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_POLICIES = ("shorter_side_center_crop", "stretch")
+
+
+@dataclass(frozen=True)
+class PreprocessingContract:
+    input_size: int
+    resize_policy: str = "shorter_side_center_crop"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+    dtype: str = "float32"
+    notes: str = field(
+        default="shorter_side_center_crop: the largest centred square is cut out and resized "
+        "to input_size x input_size (PIL bilinear, antialiased). stretch: the whole image is "
+        "resized to a square, ignoring its aspect ratio. Then x/255, (x - mean) / std.",
+        compare=False,
+    )
+
+    def __post_init__(self) -> None:
+        if self.resize_policy not in RESIZE_POLICIES:
+            raise ValueError(
+                f"unknown resize_policy {self.resize_policy!r}; expected one of {RESIZE_POLICIES}"
+            )
+        if self.input_size < 8:
+            raise ValueError(f"input_size must be at least 8, got {self.input_size}")
+
+    @classmethod
+    def from_data_params(cls, data: dict[str, Any]) -> PreprocessingContract:
+        """Build from the `data` section of params.yaml."""
+        return cls(
+            input_size=int(data["image_size"]),
+            resize_policy=data.get("resize_policy", "shorter_side_center_crop"),
+            mean=tuple(float(m) for m in data.get("mean", IMAGENET_MEAN)),
+            std=tuple(float(s) for s in data.get("std", IMAGENET_STD)),
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessingContract:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(float(v) for v in known[key])
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+
+def resize_to_contract(image: Image.Image, contract: PreprocessingContract) -> np.ndarray:
+    """PIL image (any mode already converted to RGB) -> uint8 (S, S, 3)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    size = contract.input_size
+    width, height = image.size
+    box = None
+    if contract.resize_policy == "shorter_side_center_crop":
+        side = min(width, height)
+        left, top = (width - side) / 2, (height - side) / 2
+        box = (left, top, left + side, top + side)
+    resized = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def normalize(batch: np.ndarray, contract: PreprocessingContract) -> np.ndarray:
+    """uint8 (N, H, W, 3) or (H, W, 3) -> float32 (N, 3, H, W), mean/std normalised."""
+    if batch.ndim == 3:
+        batch = batch[None]
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"expected (N, H, W, 3) uint8 images, got shape {batch.shape}")
+    x = batch.astype(np.float32) / np.float32(255.0)
+    x = (x - np.asarray(contract.mean, np.float32)) / np.asarray(contract.std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def preprocess(images: list[Image.Image], contract: PreprocessingContract) -> np.ndarray:
+    """PIL images -> the model's float32 NCHW input."""
+    return normalize(np.stack([resize_to_contract(im, contract) for im in images]), contract)

@@ -1,0 +1,74 @@
+"""MLflow setup and lineage: the one place that decides where runs go and how they are tagged.
+
+Tracking URI: $MLFLOW_TRACKING_URI, else `mlflow.tracking_uri` from params.yaml (default
+`sqlite:///mlflow.db` in the project root). Data stages log to their own experiment
+(`mlflow.data_experiment`) so that the model experiment shows one row per pipeline run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+MANIFEST = Path("data/raw/manifest.json")
+# train writes the pipeline run's id here; evaluate and package log to the same run.
+PIPELINE_RUN_FILE = Path("models/train/run.json")
+
+
+def tracking_uri(mlflow_params: dict[str, Any] | None = None) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return (mlflow_params or {}).get("tracking_uri", "sqlite:///mlflow.db")
+
+
+def configure(mlflow_params: dict[str, Any] | None = None, experiment: str | None = None):
+    """Point mlflow at the project's store and select the experiment; returns the module."""
+    # MLflow 3 otherwise checks pip requirements online when logging a model.
+    os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(mlflow_params))
+    name = experiment or (mlflow_params or {}).get("experiment", "skindx")
+    mlflow.set_experiment(name)
+    return mlflow
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        )
+        commit = out.stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def data_hash(manifest: Path = MANIFEST) -> str:
+    """The ingested dataset's content hash, written by the ingest stage into its manifest."""
+    try:
+        return json.loads(manifest.read_text()).get("data_hash", "unknown")
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def lineage_tags(stage: str, profile: str | None = None) -> dict[str, str]:
+    tags = {"git_commit": git_commit(), "dvc_stage": stage, "data_hash": data_hash()}
+    if profile:
+        tags["profile"] = str(profile)
+    return tags
+
+
+def pipeline_run_id(path: Path = PIPELINE_RUN_FILE) -> str | None:
+    try:
+        return json.loads(path.read_text())["run_id"]
+    except (OSError, ValueError, KeyError):
+        return None
