@@ -1,0 +1,65 @@
+"""conf/ (Hydra) is the source of truth; params.yaml is its committed composition."""
+
+from __future__ import annotations
+
+import configparser
+
+import pytest
+import yaml
+
+from skindx.config import compose_config, flatten, load_params, stage_params
+from tests.conftest import REPO_ROOT
+
+PROFILES = ["quick", "demo", "full"]
+
+
+def test_params_yaml_equals_composition_of_conf():
+    composed = compose_config(conf_dir=REPO_ROOT / "conf")
+    committed = load_params(REPO_ROOT / "params.yaml")
+    assert committed == composed, (
+        "params.yaml differs from the composition of conf/: run `make params` and commit it"
+    )
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_composes_with_all_stage_sections(profile):
+    cfg = compose_config([f"experiment={profile}"], conf_dir=REPO_ROOT / "conf")
+    assert cfg["profile"] == profile
+    for section in ("data", "model", "train", "evaluate", "package", "promote", "mlflow"):
+        assert isinstance(cfg[section], dict), section
+    assert cfg["data"]["classes"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+
+
+def test_quick_profile_is_small_and_full_profile_uses_every_image():
+    quick = compose_config(["experiment=quick"], conf_dir=REPO_ROOT / "conf")
+    full = compose_config(["experiment=full"], conf_dir=REPO_ROOT / "conf")
+    assert quick["data"]["max_per_class"] <= 20 and quick["train"]["epochs"] == 1
+    assert full["data"]["max_per_class"] is None and full["data"]["train_max_per_class"] is None
+    assert full["data"]["image_size"] > quick["data"]["image_size"]
+
+
+def test_command_line_style_overrides_reach_the_stage_sections():
+    cfg = compose_config(
+        ["model=resnet18", "train.epochs=1", "data.split.seed=7"], conf_dir=REPO_ROOT / "conf"
+    )
+    assert cfg["model"]["arch"] == "resnet18"
+    assert cfg["train"]["epochs"] == 1
+    assert cfg["data"]["split"]["seed"] == 7
+
+
+def test_dvc_hydra_composition_is_enabled():
+    parser = configparser.ConfigParser()
+    parser.read(REPO_ROOT / ".dvc" / "config")
+    assert parser.get("hydra", "enabled").strip().lower() == "true"
+
+
+def test_stage_params_reads_sections_and_names_missing_ones(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"seed": 1, "profile": "x", "train": {"epochs": 2}}))
+    assert stage_params("train", path=path) == {"train": {"epochs": 2}, "seed": 1, "profile": "x"}
+    with pytest.raises(KeyError, match="data"):
+        stage_params("data", path=path)
+
+
+def test_flatten_gives_dotted_keys():
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
