@@ -9,6 +9,8 @@ STAMP     := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 PYTEST_ARGS ?=
+HTTP_PORT ?= $(or $(SKINDX_HTTP_PORT),8080)
+MODEL_DIR := serving/model
 
 APT_PACKAGES := nginx chromium chromium-driver docker-compose
 
@@ -46,11 +48,16 @@ repro: install ## rebuild the model: dvc repro (demo profile)
 	$(VENV)/bin/dvc repro
 	@echo; echo "outputs: data/raw data/processed models/ reports/ serving/model/  (dvc metrics show, dvc plots show)"
 
-run: repro ## install, rebuild the model, serve the whole stack on one port
+run: install ## install, rebuild the model unless it is up to date, serve the stack on one port
+	@if [ -f $(MODEL_DIR)/model.json ] && $(VENV)/bin/dvc status -q >/dev/null 2>&1; then \
+	  echo "promoted model in $(MODEL_DIR) is up to date (dvc status): not retraining"; \
+	else \
+	  $(MAKE) --no-print-directory repro; \
+	fi
 	$(MAKE) --no-print-directory serve
 
-serve: install ## serve the stack (nginx, API, UI, MLflow) without retraining
-	$(PY) -m skindx.stack
+serve: install ## serve the stack (nginx, API, UI, MLflow) at one URL without retraining; Ctrl-C stops it
+	SKINDX_HTTP_PORT=$(HTTP_PORT) $(PY) -m skindx.stack
 
 serve-api: install ## the API alone on 127.0.0.1:8000
 	$(VENV)/bin/uvicorn serving.app:app --host 127.0.0.1 --port $${PORT:-8000}

@@ -114,3 +114,108 @@ def run_dvc(project: Path, *args: str, env: dict[str, str], timeout: float = 900
         [str(VENV_BIN / "dvc"), *args], cwd=project, env=env,
         capture_output=True, text=True, timeout=timeout,
     )
+
+
+# --- preprocessed arrays for model tests (train/evaluate issue) --------------------------------
+PROCESSED_SPLITS = {"train": 8, "val": 3, "test": 3}  # real images per class and split
+
+
+def make_processed_dir(src: Path, dest: Path, size: int = 32, per_split=PROCESSED_SPLITS) -> Path:
+    """A data/processed layout (docs/contracts.md) built from real images of `src`: each
+    class's first lesions, split by lesion, resized with the shared contract."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from skindx.inference import CLASS_CODES, PreprocessingContract, resize_to_contract
+
+    contract = PreprocessingContract(input_size=size)
+    with (src / "HAM10000_metadata.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    picked: dict[str, list[dict]] = {s: [] for s in per_split}
+    for label, code in enumerate(CLASS_CODES):
+        seen_lesions: set[str] = set()
+        class_rows = [r for r in rows if r["dx"] == code]
+        for split, count in per_split.items():
+            taken = 0
+            for row in class_rows:
+                if taken == count:
+                    break
+                if row["lesion_id"] in seen_lesions:
+                    continue
+                seen_lesions.add(row["lesion_id"])
+                picked[split].append({**row, "label": label})
+                taken += 1
+    dest.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split, split_rows in picked.items():
+        images = np.stack(
+            [resize_to_contract(Image.open(src / "images" / f"{r['image_id']}.jpg"), contract)
+             for r in split_rows]
+        )
+        np.save(dest / f"{split}_images.npy", images)
+        np.save(dest / f"{split}_labels.npy", np.array([r["label"] for r in split_rows], np.int64))
+        counts[split] = len(split_rows)
+    train_counts = np.bincount(np.load(dest / "train_labels.npy"), minlength=len(CLASS_CODES))
+    inverse = 1.0 / np.maximum(train_counts, 1)
+    weights = inverse / inverse.mean()
+    (dest / "class_weights.json").write_text(
+        json.dumps({"classes": list(CLASS_CODES), "weights": weights.tolist()})
+    )
+    (dest / "info.json").write_text(
+        json.dumps({"contract": contract.to_dict(), "counts": counts, "data_hash": "test-fixture"})
+    )
+    return dest
+
+
+@pytest.fixture(scope="session")
+def processed_dir(ham_dir: Path, tmp_path_factory) -> Path:
+    """data/processed with 56 train, 21 val and 21 test real images at 32 px (read-only: copy
+    it before writing next to it)."""
+    return make_processed_dir(ham_dir, tmp_path_factory.mktemp("processed"))
+
+
+# --- a servable package for serving and UI tests (package issue) -------------------------------
+PACKAGE_INPUT_SIZE = 32
+
+
+def make_untrained_model(arch: str = "resnet18", seed: int = 0, head_scale: float = 10.0):
+    """A deterministic untrained build_model; the head is scaled so that the probabilities are
+    far from uniform (an untrained head makes every class ~1/7, which hides mistakes)."""
+    import torch
+
+    from skindx.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(arch, num_classes=7, dropout=0.2, weights="none").eval()
+    with torch.no_grad():
+        model.fc[-1].weight.mul_(head_scale)
+    return model
+
+
+@pytest.fixture(scope="session")
+def untrained_model_factory():
+    """make_untrained_model(arch="resnet18", seed=0, head_scale=10.0) -> eval-mode build_model."""
+    return make_untrained_model
+
+
+@pytest.fixture(scope="session")
+def packaged_model_dir(tmp_path_factory) -> Path:
+    """A servable package (docs/contracts.md) from an untrained resnet18 at 32 px, built with
+    build_package: model.onnx, weights.safetensors, cam_head.npy, model.json. Read-only: copy it
+    (shutil.copytree) before changing anything."""
+    from skindx.export.package import build_package
+    from skindx.inference import PreprocessingContract
+
+    contract = PreprocessingContract(input_size=PACKAGE_INPUT_SIZE)
+    return build_package(
+        make_untrained_model(),
+        contract,
+        tmp_path_factory.mktemp("package") / "model",
+        temperature=1.5,
+        metrics={"balanced_accuracy": 0.5, "accuracy": 0.6},
+        lineage={"git_commit": "test", "mlflow_run_id": None, "data_hash": "test", "params": {}},
+        version="test-1",
+        name="skindx-resnet50",
+    )

@@ -1,0 +1,72 @@
+"""HTTP client for the SkinDX API: the UI's only way to reach the model (no torch, no ONNX)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class ApiUnavailable(Exception):
+    """The API could not be reached, timed out, or is not ready yet."""
+
+
+@dataclass
+class ApiRejected(Exception):
+    """The API answered with an error: its own `detail` message is meant for the user."""
+
+    status_code: int
+    detail: str
+    code: str = "http_error"
+
+    def __str__(self) -> str:
+        return f"{self.detail} (HTTP {self.status_code}, {self.code})"
+
+
+def _rejection(response: httpx.Response) -> ApiRejected:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        return ApiRejected(
+            response.status_code, body["detail"], str(body.get("code", "http_error"))
+        )
+    # not the API's JSON error (e.g. a proxy's HTML page): say what we know
+    text = " ".join(response.text.split())[:200] or response.reason_phrase
+    return ApiRejected(response.status_code, f"the server answered {response.status_code}: {text}")
+
+
+class ApiClient:
+    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = httpx.Timeout(timeout, connect=5.0)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            with httpx.Client(base_url=self.base_url, timeout=self._timeout) as client:
+                response = client.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ApiUnavailable(f"the API at {self.base_url} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise ApiUnavailable(f"cannot reach the API at {self.base_url} ({exc})") from exc
+        if response.status_code == 503:
+            raise ApiUnavailable(_rejection(response).detail)
+        if response.is_error:
+            raise _rejection(response)
+        return response.json()
+
+    def explain(self, filename: str, content: bytes, content_type: str | None) -> dict[str, Any]:
+        """The prediction plus the Grad-CAM overlay (base64 PNG) for one image."""
+        files = {"file": (filename, content, content_type or "application/octet-stream")}
+        return self._request("POST", "/explain", files=files)
+
+    def predict(self, filename: str, content: bytes, content_type: str | None) -> dict[str, Any]:
+        files = {"file": (filename, content, content_type or "application/octet-stream")}
+        return self._request("POST", "/predict", files=files)
+
+    def model_card(self) -> dict[str, Any]:
+        return self._request("GET", "/model")

@@ -1,0 +1,100 @@
+"""What the UI shows, as plain data and figures (no Streamlit here, so it is unit-testable)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import plotly.graph_objects as go
+
+
+@dataclass(frozen=True)
+class UrgencyStyle:
+    color: str  # a st.badge colour
+    hex: str  # the same colour for the chart
+    icon: str
+    advice: str
+
+
+URGENCY_STYLES: dict[str, UrgencyStyle] = {
+    "critical": UrgencyStyle(
+        "red", "#c62828", "🚨", "Have this lesion examined by a dermatologist promptly."
+    ),
+    "high": UrgencyStyle("orange", "#ef6c00", "⚠️", "Book a dermatologist appointment soon."),
+    "medium": UrgencyStyle(
+        "yellow", "#f9a825", "🔶", "Mention this lesion at your next skin check."
+    ),
+    "low": UrgencyStyle("green", "#2e7d32", "✅", "Usually benign; keep an eye on changes."),
+}
+UNKNOWN_URGENCY = UrgencyStyle("gray", "#757575", "❔", "Urgency unknown.")
+
+# test metrics worth a headline, in display order (keys of reports/metrics.json)
+HEADLINE_METRICS: dict[str, str] = {
+    "balanced_accuracy": "Balanced accuracy",
+    "accuracy": "Accuracy",
+    "macro_f1": "Macro F1",
+    "roc_auc_macro": "Macro ROC AUC",
+    "melanoma_sensitivity": "Melanoma sensitivity",
+    "ece": "Calibration error (ECE)",
+}
+
+
+def urgency_style(urgency: str) -> UrgencyStyle:
+    return URGENCY_STYLES.get(urgency, UNKNOWN_URGENCY)
+
+
+def percent(probability: float) -> str:
+    return f"{probability * 100:.1f} %"
+
+
+def probability_figure(prediction: dict[str, Any]) -> go.Figure:
+    """Horizontal bars of every class's probability, the predicted class highlighted."""
+    rows = sorted(prediction["probabilities"], key=lambda p: p["probability"])
+    predicted = prediction["predicted_class"]
+    highlight = urgency_style(prediction.get("urgency", "")).hex
+    figure = go.Figure(
+        go.Bar(
+            x=[r["probability"] for r in rows],
+            y=[f"{r['name']} ({r['code']})" for r in rows],
+            orientation="h",
+            marker_color=[highlight if r["code"] == predicted else "#90a4ae" for r in rows],
+            text=[percent(r["probability"]) for r in rows],
+            textposition="auto",
+            hovertemplate="%{y}: %{x:.1%}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title="Probability of each class (calibrated)",
+        xaxis={"range": [0, 1], "tickformat": ".0%", "title": None},
+        yaxis={"title": None},
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        height=320,
+    )
+    return figure
+
+
+def decode_png(data_base64: str) -> bytes:
+    """The API's base64 PNG as bytes; ValueError if it is not one."""
+    try:
+        data = base64.b64decode(data_base64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("the API sent an explanation image that is not valid base64") from exc
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError("the API sent an explanation image that is not a PNG")
+    return data
+
+
+def headline_metrics(card: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, formatted value) for the card's headline test metrics that are present and finite."""
+    metrics = card.get("metrics") or {}
+    if isinstance(metrics.get("test"), dict):  # {"test": {...}, "val": {...}} layouts
+        metrics = metrics["test"]
+    rows = []
+    for key, label in HEADLINE_METRICS.items():
+        value = metrics.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            rows.append((label, f"{value:.3f}"))
+    return rows

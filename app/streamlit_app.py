@@ -1,0 +1,148 @@
+"""SkinDX web UI: upload a dermatoscopic image, get the API's prediction and its Grad-CAM.
+
+Run: API_URL=http://127.0.0.1:8000 streamlit run streamlit_app.py   (from app/, for .streamlit/)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import streamlit as st
+from api_client import ApiClient, ApiRejected, ApiUnavailable
+from PIL import Image, ImageOps, UnidentifiedImageError
+from presentation import (
+    decode_png,
+    headline_metrics,
+    percent,
+    probability_figure,
+    urgency_style,
+)
+
+API_URL = os.environ.get("API_URL", "http://127.0.0.1:8000")
+MAX_UPLOAD_MB = 10  # the API's limit, so that users hear it here first
+ACCEPTED_TYPES = ["jpg", "jpeg", "png", "webp"]
+DISCLAIMER = (
+    "**Not a medical device.** SkinDX is a research and teaching demo. It has not been "
+    "clinically validated and must not be used to diagnose, treat or rule out any disease. "
+    "If a skin lesion worries you, see a doctor."
+)
+
+st.set_page_config(page_title="SkinDX", page_icon="🔬", layout="wide")
+client = ApiClient(API_URL)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def load_model_card(api_url: str) -> dict:
+    return ApiClient(api_url).model_card()
+
+
+def show_model_sidebar() -> None:
+    with st.sidebar:
+        st.header("Model")
+        try:
+            card = load_model_card(API_URL)
+        except ApiUnavailable as exc:
+            st.error(f"The analysis service is not reachable right now: {exc}.")
+            return
+        except ApiRejected as exc:
+            st.error(f"Could not read the model card: {exc.detail}")
+            return
+        st.markdown(
+            f"**{card.get('name', 'unnamed model')}**  \nversion `{card.get('version', '?')}`"
+        )
+        if card.get("created"):
+            st.caption(f"created {card['created']}")
+        metrics = headline_metrics(card)
+        if metrics:
+            st.subheader("Test metrics")
+            st.table({"metric": [m for m, _ in metrics], "value": [v for _, v in metrics]})
+        else:
+            st.caption("This model card carries no test metrics.")
+
+
+def preview(uploaded) -> Image.Image | None:
+    """The upload as an upright RGB image, or None when it cannot be decoded here."""
+    try:
+        image = Image.open(io.BytesIO(uploaded.getvalue()))
+        return ImageOps.exif_transpose(image).convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def show_result(result: dict, original: Image.Image | None) -> None:
+    style = urgency_style(result.get("urgency", ""))
+    with st.container(border=True):
+        st.subheader(f"{style.icon} {result['predicted_name']}", anchor=False)
+        st.caption(f"class code `{result['predicted_class']}`")
+        left, right = st.columns(2)
+        left.metric("Confidence (calibrated)", percent(result["confidence"]))
+        with right:
+            st.markdown("**Risk**")
+            st.badge(
+                f"{result['risk_group'].capitalize()} · {result['urgency']} urgency",
+                icon=style.icon,
+                color=style.color,
+            )
+        st.markdown(f":{style.color}[{style.advice}]")
+    st.plotly_chart(probability_figure(result), width="stretch", config={"displayModeBar": False})
+    image_col, cam_col = st.columns(2)
+    if original is not None:
+        image_col.image(original, caption="Your image", width="stretch", alt="Uploaded image")
+    try:
+        overlay = decode_png(result["heatmap_png_base64"])
+    except (KeyError, ValueError) as exc:
+        cam_col.warning(f"No Grad-CAM overlay: {exc}")
+    else:
+        cam_col.image(
+            overlay,
+            caption=f"Grad-CAM: regions that drove '{result['explained_class']}'",
+            width="stretch",
+            alt="Grad-CAM overlay",
+        )
+    st.caption(
+        f"Model {result['model_version']} · answered in {result['processing_time_ms']:.0f} ms"
+    )
+
+
+st.title("🔬 SkinDX")
+st.markdown("Dermatoscopic skin-lesion classification into the 7 HAM10000 classes, with Grad-CAM.")
+st.warning(DISCLAIMER, icon="⚕️")
+show_model_sidebar()
+
+uploaded = st.file_uploader(
+    f"Dermatoscopic image (JPEG, PNG or WebP, up to {MAX_UPLOAD_MB} MB)",
+    type=ACCEPTED_TYPES,
+    max_upload_size=MAX_UPLOAD_MB,
+)
+if uploaded is None:
+    st.session_state.pop("result", None)
+    st.info("Upload an image to begin.")
+    st.stop()
+
+original = preview(uploaded)
+if original is None:
+    st.warning("This file cannot be previewed; the analysis service will check it.")
+else:
+    st.image(original, caption=uploaded.name, width=320, alt="Preview")
+
+stored = st.session_state.get("result")
+if stored is not None and stored["file_id"] != uploaded.file_id:
+    st.session_state.pop("result")  # a new file: the old result no longer applies
+
+if st.button("Analyze", type="primary"):
+    with st.spinner("Analyzing the image…"):
+        try:
+            answer = client.explain(uploaded.name, uploaded.getvalue(), uploaded.type)
+        except ApiUnavailable as exc:
+            st.error(
+                f"The analysis service is unavailable: {exc}. Please try again in a moment.",
+                icon="🔌",
+            )
+        except ApiRejected as exc:
+            st.error(f"The image was rejected: {exc.detail}", icon="🚫")
+        else:
+            st.session_state["result"] = {"file_id": uploaded.file_id, "answer": answer}
+
+if "result" in st.session_state:
+    show_result(st.session_state["result"]["answer"], original)

@@ -1,0 +1,22 @@
+# MLflow tracking server + UI for docker-compose, served under /mlflow (nginx routes /mlflow/ here).
+# Build context: the repository root. SQLite and artifacts live on volumes under /mlflow.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN pip install mlflow==3.17.2
+
+RUN groupadd --system --gid 10002 mlflow \
+ && useradd --system --uid 10002 --gid mlflow --home-dir /mlflow --shell /usr/sbin/nologin mlflow \
+ && mkdir -p /mlflow/db /mlflow/artifacts \
+ && chown -R mlflow:mlflow /mlflow
+USER mlflow
+WORKDIR /mlflow
+
+EXPOSE 5000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=5 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/mlflow/health', timeout=4)"]
+CMD ["mlflow", "server", \
+     "--backend-store-uri", "sqlite:////mlflow/db/mlflow.db", \
+     "--artifacts-destination", "/mlflow/artifacts", \
+     "--host", "0.0.0.0", "--port", "5000", \
+     "--static-prefix", "/mlflow", "--workers", "2"]

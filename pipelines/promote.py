@@ -1,0 +1,38 @@
+"""promote stage: make the candidate the `champion` (alias + serving/model/) if it beats the
+current one by promote.min_delta (or promote.force); log every decision. A rejection is a
+normal outcome: the stage succeeds and says why."""
+
+from __future__ import annotations
+
+import sys
+
+from skindx.config import stage_params
+from skindx.registry import RegistryError, promote
+
+
+def main() -> None:
+    params = stage_params("promote", "package", "mlflow")
+    cfg = params["promote"]
+    record = promote(
+        params["package"]["out_dir"],
+        registered_model=params["package"]["registered_model"],
+        metric=cfg["metric"],
+        min_delta=float(cfg["min_delta"]),
+        force=bool(cfg["force"]),
+        alias=cfg["alias"],
+        serving_dir=cfg["serving_dir"],
+        log_path=cfg["log"],
+        mlflow_params=params["mlflow"],
+    )
+    print(
+        f"promote: {record['decision'].upper()} {record['model']} v{record['candidate']['version']}"
+        f": {record['reason']} (logged to {cfg['log']})"
+    )
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RegistryError as exc:
+        print(f"\npromote: error: {exc}", file=sys.stderr)
+        sys.exit(1)

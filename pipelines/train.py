@@ -1,0 +1,31 @@
+"""train stage: data/processed -> models/train/{best,last}.pt, run.json, reports/train/history.csv.
+
+`python pipelines/train.py --resume` continues an interrupted run from models/train/last.pt
+(outside DVC, which deletes a stage's outputs before running it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from skindx.config import load_params, stage_params
+from skindx.training.stage import run_cli, run_train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resume", action="store_true", help="continue from models/train/last.pt")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = stage_params("model", "train", "mlflow")
+    result = run_train(params, all_params=load_params(), resume=args.resume)
+    print(
+        f"train: best val balanced accuracy {result.best_metric:.4f} at epoch {result.best_epoch}"
+        f" of {result.epochs_run}{' (early stop)' if result.stopped_early else ''};"
+        f" {result.seconds:.0f} s; checkpoint {result.best_path}"
+    )
+
+
+if __name__ == "__main__":
+    run_cli(main, "train", hint="Resume with: python pipelines/train.py --resume")

@@ -1,0 +1,1 @@
+"""SkinDX serving API (FastAPI + ONNX Runtime). Never imports torch."""

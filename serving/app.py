@@ -1,0 +1,111 @@
+"""The SkinDX serving API: FastAPI on ONNX Runtime, no torch.
+
+uvicorn serving.app:app            (settings from SKINDX_* environment variables)
+python -m serving                  (the same, with SKINDX_WORKERS worker processes)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+import skindx
+from serving.body_limit import BodyLimitMiddleware
+from serving.engine import InferenceEngine, ModelRejectedError
+from serving.errors import install_error_handlers, reject_body_too_large
+from serving.metrics import MetricsMiddleware, ServingMetrics
+from serving.routes import build_router
+from serving.settings import Settings
+
+logger = logging.getLogger("serving")
+
+DESCRIPTION = """\
+Classifies dermatoscopic images of skin lesions into the seven HAM10000 classes, with
+calibrated probabilities, a risk group and a Grad-CAM explanation.
+
+**Not a medical device.** For research and education; it does not replace a clinician.
+
+Errors are JSON `{"detail": "...", "code": "..."}`. Uploads: JPEG, PNG or WebP (the type is read
+from the bytes), at most the configured size (10 MB by default), at least 32 px a side.
+"""
+
+
+def _configure_logging(level: str) -> None:
+    if not logger.handlers:  # uvicorn configures only its own loggers
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())
+
+
+async def _load_initial_model(engine: InferenceEngine) -> None:
+    try:
+        await engine.load()
+    except ModelRejectedError:
+        pass  # logged by the engine; /ready stays 503 and POST /admin/reload can retry
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    app.state.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
+    engine: InferenceEngine = app.state.engine
+    await engine.start()
+    # load in the background: /health answers at once, /ready turns 200 once warmed up
+    loading = asyncio.create_task(_load_initial_model(engine), name="load-model")
+    try:
+        yield
+    finally:
+        if not loading.done():
+            loading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loading
+        await engine.close()
+
+
+def body_limits(settings: Settings) -> Callable[[str], int]:
+    """The request body cap of each path: uploads get theirs, everything else 64 KB."""
+    limits = {
+        "/predict": settings.max_request_bytes,
+        "/explain": settings.max_request_bytes,
+        "/predict/batch": settings.max_batch_request_bytes,
+    }
+    return lambda path: limits.get(path, 64 * 1024)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    _configure_logging(settings.log_level)
+    app = FastAPI(
+        title="SkinDX API",
+        version=skindx.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/api-docs",
+        redoc_url=None,
+    )
+    metrics = ServingMetrics()
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.engine = InferenceEngine(settings, metrics)
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware, limit_for_path=body_limits(settings), reject=reject_body_too_large
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every response
+    app.include_router(build_router(settings))
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/api-docs")
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,56 @@
+"""Turn inference results into response bodies: predictions and Grad-CAM overlays."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+
+import numpy as np
+from PIL import Image
+
+from serving.engine import InferenceResult
+from serving.schemas import ClassProbability, ModelCard, Prediction
+from skindx.inference.cam import overlay
+from skindx.inference.classes import CLASS_INFO
+from skindx.inference.model import PackagedModel
+from skindx.inference.preprocessing import resize_to_contract
+
+
+def build_prediction(result: InferenceResult, processing_time_ms: float) -> Prediction:
+    model = result.model
+    probabilities = result.probabilities
+    best = int(np.argmax(probabilities))
+    info = CLASS_INFO[model.classes[best]]
+    return Prediction(
+        predicted_class=info.code,
+        predicted_name=info.name,
+        confidence=float(probabilities[best]),
+        risk_group=info.risk_group,
+        urgency=info.urgency,
+        probabilities=[
+            ClassProbability(code=code, name=CLASS_INFO[code].name, probability=float(p))
+            for code, p in zip(model.classes, probabilities, strict=True)
+        ],
+        model_version=model.version,
+        processing_time_ms=processing_time_ms,
+    )
+
+
+def explanation_png(image: Image.Image, result: InferenceResult, class_code: str, size: int) -> str:
+    """Base64 PNG: the CAM of `class_code` over the region the model saw, `size` px square."""
+    model = result.model
+    view_contract = dataclasses.replace(model.contract, input_size=size)
+    view = resize_to_contract(image, view_contract)  # same crop as the model's input, larger
+    cam = model.cam(result.features, model.classes.index(class_code), size=(size, size))
+    buffer = io.BytesIO()
+    Image.fromarray(overlay(view, cam)).save(buffer, format="PNG", optimize=False)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def model_card(model: PackagedModel) -> ModelCard:
+    card = dict(model.card)
+    card["version"] = model.version  # the card may hold a registry version number
+    # names and risk groups as the predictions report them
+    card["classes"] = [CLASS_INFO[code].to_dict() for code in model.classes]
+    return ModelCard.model_validate(card)

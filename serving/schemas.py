@@ -1,0 +1,99 @@
+"""Response bodies of the serving API (they are its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from skindx.inference.classes import CLASS_CODES
+
+ClassCode = Literal[CLASS_CODES]  # type: ignore[valid-type]
+RiskGroup = Literal["malignant", "pre-cancerous", "benign"]
+Urgency = Literal["critical", "high", "medium", "low"]
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="What was wrong, in words.")
+    code: str = Field(
+        description="A stable machine-readable error code.", examples=["corrupt_image"]
+    )
+
+
+class ClassProbability(BaseModel):
+    code: ClassCode
+    name: str
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class Prediction(BaseModel):
+    predicted_class: ClassCode = Field(description="Diagnostic class code (HAM10000 `dx`).")
+    predicted_name: str = Field(description="Human-readable name of the predicted class.")
+    confidence: float = Field(
+        ge=0.0, le=1.0, description="Probability of the predicted class, temperature-calibrated."
+    )
+    risk_group: RiskGroup
+    urgency: Urgency = Field(description="mel critical, bcc high, akiec medium, the rest low.")
+    probabilities: list[ClassProbability] = Field(description="Every class, in label order.")
+    model_version: str
+    processing_time_ms: float = Field(ge=0.0)
+
+
+class Explanation(Prediction):
+    explained_class: ClassCode = Field(description="The class the heatmap explains.")
+    heatmap_png_base64: str = Field(
+        description="PNG (base64) of the Grad-CAM heatmap over the model's view of the image."
+    )
+    heatmap_media_type: Literal["image/png"] = "image/png"
+
+
+class BatchItem(BaseModel):
+    filename: str | None
+    prediction: Prediction | None = None
+    error: ErrorBody | None = Field(
+        default=None, description="Why this file was refused (the others still count)."
+    )
+    status_code: int = Field(description="The status this file alone would have had.")
+
+
+class BatchPrediction(BaseModel):
+    results: list[BatchItem]
+    model_version: str | None
+    processing_time_ms: float = Field(ge=0.0)
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    model_version: str
+
+
+class ClassDescription(BaseModel):
+    code: ClassCode
+    name: str
+    risk_group: RiskGroup
+    urgency: Urgency
+
+
+class ModelCard(BaseModel):
+    """The served model's card (model.json); unknown keys pass through."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    name: str
+    version: str
+    created: str | None = None
+    classes: list[ClassDescription]
+    preprocessing: dict[str, Any]
+    temperature: float | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    lineage: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReloadResult(BaseModel):
+    status: Literal["reloaded"] = "reloaded"
+    previous_version: str | None
+    model_version: str

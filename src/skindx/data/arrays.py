@@ -1,0 +1,64 @@
+"""Resize images once into memory-mappable uint8 arrays, so training never decodes a JPEG.
+
+Each split becomes one `.npy` file of shape (N, S, S, 3), written through `open_memmap` (the
+full array never has to fit in memory) and read back with `np.load(path, mmap_mode="r")`.
+Every image goes through `resize_to_contract`, the same function serving uses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from skindx.data.errors import DataError
+from skindx.inference.preprocessing import PreprocessingContract, resize_to_contract
+
+
+def load_resized(path: Path, contract: PreprocessingContract) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return resize_to_contract(image, contract)
+    except OSError as exc:  # validation checks decoding; this guards a changed file
+        raise DataError(f"cannot decode {path}: {exc} (run the validate stage)") from exc
+
+
+def write_image_array(
+    paths: Sequence[Path],
+    contract: PreprocessingContract,
+    out_path: Path,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> Path:
+    """Resize `paths` in order into a uint8 (N, S, S, 3) `.npy` at `out_path`."""
+    size = contract.input_size
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.lib.format.open_memmap(
+        out_path, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3)
+    )
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    # PIL releases the GIL while decoding and resizing, so threads use every core.
+    with ThreadPoolExecutor(workers) as pool:
+        resized = pool.map(lambda p: load_resized(Path(p), contract), paths)
+        for i, pixels in enumerate(
+            tqdm(
+                resized,
+                total=len(paths),
+                desc=desc or f"resize {out_path.stem}",
+                unit="img",
+                disable=not progress,
+                mininterval=1.0,
+            )
+        ):
+            array[i] = pixels
+    array.flush()
+    del array
+    return out_path

@@ -1,0 +1,134 @@
+"""The evaluate stage: the best checkpoint on the test split -> reports/metrics.json,
+reports/calibration/temperature.json, reports/plots/ (CSV for DVC, PNG for people), all
+logged into the pipeline's MLflow run (models/train/run.json)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from skindx import tracking
+from skindx.evaluation.calibration import calibrate
+from skindx.evaluation.metrics import classification_report, softmax
+from skindx.evaluation.plots import save_figures, write_plot_data
+from skindx.evaluation.predict import predict_logits
+from skindx.inference.preprocessing import PreprocessingContract
+
+log = logging.getLogger(__name__)
+
+PROCESSED_DIR = Path("data/processed")
+CHECKPOINT = Path("models/train/best.pt")
+HEADLINE = (
+    "balanced_accuracy", "accuracy", "macro_f1", "roc_auc_macro", "melanoma_sensitivity",
+    "ece_before", "ece_after", "temperature",
+)
+
+
+def _clean(value: Any) -> Any:
+    """NaN/inf -> None so that metrics.json stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def evaluate_checkpoint(
+    checkpoint_path: Path, processed_dir: Path, *, batch_size: int = 64, ece_bins: int = 15
+) -> dict[str, Any]:
+    """Everything evaluate computes, as arrays and dicts (no files written)."""
+    from skindx.training.checkpoint import load_model_from_checkpoint
+    from skindx.training.data import load_split
+    from skindx.training.loop import select_device
+
+    model, checkpoint = load_model_from_checkpoint(checkpoint_path)
+    config = checkpoint["config"]
+    contract = PreprocessingContract.from_dict(config["contract"])
+    classes = list(config["classes"])
+    device = select_device("auto")
+    model.to(device)
+    val, test = load_split(processed_dir, "val"), load_split(processed_dir, "test")
+    val_logits = predict_logits(model, val.images, contract, batch_size, device=device)
+    test_logits = predict_logits(model, test.images, contract, batch_size, device=device)
+    calibration = calibrate(val_logits, val.labels, test_logits, test.labels, ece_bins)
+    probs = softmax(test_logits)
+    calibrated = softmax(test_logits, calibration.temperature)
+    report = classification_report(test.labels, probs, classes, ece_bins=ece_bins)
+    metrics = {
+        **{k: report[k] for k in ("balanced_accuracy", "accuracy", "macro_f1", "roc_auc_macro",
+                                  "melanoma_sensitivity")},
+        "ece_before": calibration.ece_before,
+        "ece_after": calibration.ece_after,
+        "temperature": calibration.temperature,
+        "nll_before": calibration.nll_before,
+        "nll_after": calibration.nll_after,
+        "n_test": report["n_samples"],
+        "best_epoch": int(checkpoint.get("best_epoch", checkpoint.get("epoch", 0))),
+        "per_class": report["per_class"],
+    }
+    return {
+        "metrics": metrics, "calibration": calibration, "classes": classes,
+        "labels": test.labels, "probs": probs, "calibrated_probs": calibrated,
+        "confusion_matrix": report["confusion_matrix"],
+    }
+
+
+def run_evaluate(
+    params: dict[str, Any],
+    *,
+    processed_dir: Path = PROCESSED_DIR,
+    checkpoint_path: Path = CHECKPOINT,
+    run_file: Path = tracking.PIPELINE_RUN_FILE,
+) -> dict[str, Any]:
+    cfg = params["evaluate"]
+    out_dir = Path(cfg.get("out_dir", "reports"))
+    bins = int(cfg.get("ece_bins", 15))
+    result = evaluate_checkpoint(
+        checkpoint_path, processed_dir, batch_size=int(cfg.get("batch_size", 64)), ece_bins=bins
+    )
+    metrics, cal = _clean(result["metrics"]), result["calibration"]
+
+    metrics_path = out_dir / "metrics.json"
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    temperature_path = out_dir / "calibration" / "temperature.json"
+    temperature_path.parent.mkdir(parents=True, exist_ok=True)
+    temperature_path.write_text(
+        json.dumps(_clean({"temperature": cal.temperature, "ece_before": cal.ece_before,
+                           "ece_after": cal.ece_after, "ece_bins": bins}), indent=2) + "\n"
+    )
+    plots_dir = out_dir / "plots"
+    write_plot_data(plots_dir, result["labels"], result["probs"], result["calibrated_probs"],
+                    result["classes"], bins)
+    figures = save_figures(
+        plots_dir / "images", result["labels"], result["probs"], result["calibrated_probs"],
+        result["classes"], temperature=cal.temperature, ece_before=cal.ece_before,
+        ece_after=cal.ece_after, n_bins=bins,
+    )
+    _log_to_mlflow(params, metrics, [metrics_path, temperature_path], figures, run_file)
+    return metrics
+
+
+def _log_to_mlflow(params, metrics, files, figures, run_file: Path) -> None:
+    mlflow = tracking.configure(params.get("mlflow"))
+    run_id = tracking.pipeline_run_id(run_file)
+    flat = {f"test_{k}": float(metrics[k]) for k in HEADLINE if metrics.get(k) is not None}
+    for code, scores in metrics["per_class"].items():
+        for name in ("precision", "recall", "f1", "roc_auc"):
+            if scores.get(name) is not None:
+                flat[f"test_{name}_{code}"] = float(scores[name])
+    start: dict[str, Any] = {"run_id": run_id} if run_id else {"run_name": "evaluate"}
+    if not run_id:
+        log.warning("no MLflow run id in %s: logging evaluate to a new run", run_file)
+    with mlflow.start_run(**start):
+        mlflow.log_metrics(flat)
+        mlflow.set_tag("evaluated", "true")
+        for path in files:
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
+        for path in figures:
+            mlflow.log_artifact(str(path), artifact_path="evaluation/figures")

@@ -1,0 +1,131 @@
+"""Build a servable package from a torch model: ONNX (logits + layer4 features), safetensors
+weights, the CAM head for numpy Grad-CAM, and the model card with every file's sha256.
+
+The package is written to a staging directory beside `out_dir` and moved into place only
+once it is complete, verified and (when images are given) passes the parity check.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from skindx.export.atomic import replace_directory, staging_dir
+from skindx.export.card import build_card, default_version, file_hashes, write_card
+from skindx.export.onnx import MIN_OPSET, export_onnx, onnx_opset
+from skindx.export.parity import DEFAULT_TOLERANCE, check_parity
+from skindx.inference.model import CAM_HEAD_FILE, ONNX_FILE, WEIGHTS_FILE, verify_package
+from skindx.inference.preprocessing import PreprocessingContract
+
+# (block type, blocks per stage) -> torchvision name, to record what was packaged.
+_RESNETS = {
+    ("BasicBlock", (2, 2, 2, 2)): "resnet18",
+    ("BasicBlock", (3, 4, 6, 3)): "resnet34",
+    ("Bottleneck", (3, 4, 6, 3)): "resnet50",
+    ("Bottleneck", (3, 4, 23, 3)): "resnet101",
+}
+
+
+def classifier(model: nn.Module) -> nn.Linear:
+    """The head's linear layer (`fc = Sequential(Dropout, Linear)` per the model contract)."""
+    head = getattr(model, "fc", None)
+    linear = head[-1] if isinstance(head, nn.Sequential) else head
+    if not isinstance(linear, nn.Linear):
+        raise TypeError("expected a build_model ResNet whose fc ends in an nn.Linear")
+    return linear
+
+
+def describe_architecture(model: nn.Module) -> dict[str, Any]:
+    linear = classifier(model)
+    stages = tuple(len(getattr(model, f"layer{i}")) for i in range(1, 5))
+    block = type(model.layer1[0]).__name__
+    return {
+        "arch": _RESNETS.get((block, stages), f"resnet({block}, {list(stages)})"),
+        "num_classes": linear.out_features,
+        "feature_channels": linear.in_features,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def cam_head(model: nn.Module) -> np.ndarray:
+    """[C, K+1] float32: the fc weight with the bias appended as the last column."""
+    linear = classifier(model)
+    weight = linear.weight.detach().cpu().float().numpy()
+    bias = (
+        linear.bias.detach().cpu().float().numpy() if linear.bias is not None else 0 * weight[:, 0]
+    )
+    return np.concatenate([weight, bias[:, None]], axis=1).astype(np.float32)
+
+
+def save_weights(model: nn.Module, path: Path, architecture: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={k: str(v) for k, v in architecture.items()})
+
+
+def build_package(
+    model: nn.Module,
+    contract: PreprocessingContract,
+    out_dir: str | Path,
+    *,
+    temperature: float = 1.0,
+    metrics: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    version: str | None = None,
+    parity_images: np.ndarray | None = None,
+    opset: int = MIN_OPSET,
+    parity_tolerance: float = DEFAULT_TOLERANCE,
+    name: str | None = None,
+) -> Path:
+    """Export `model` (a build_model ResNet) into `out_dir`; returns `out_dir`.
+
+    Raises ParityError (and leaves `out_dir` as it was) if the ONNX model's probabilities on
+    `parity_images` differ from torch's by more than `parity_tolerance`.
+    """
+    out_dir = Path(out_dir)
+    model = model.eval().cpu()
+    architecture = describe_architecture(model)
+    staged = staging_dir(out_dir)
+    try:
+        export_onnx(model, staged / ONNX_FILE, contract.input_size, opset=opset)
+        export: dict[str, Any] = {
+            "opset": onnx_opset(staged / ONNX_FILE),
+            "exporter": "torch.onnx (TorchScript)",
+            "torch_version": torch.__version__,
+        }
+        if parity_images is not None:
+            report = check_parity(
+                model,
+                staged / ONNX_FILE,
+                np.asarray(parity_images),
+                contract,
+                tolerance=parity_tolerance,
+                temperature=temperature,
+            )
+            export["parity"] = report.to_dict()
+        save_weights(model, staged / WEIGHTS_FILE, architecture)
+        np.save(staged / CAM_HEAD_FILE, cam_head(model), allow_pickle=False)
+        card = build_card(
+            name=name or f"skindx-{architecture['arch']}",
+            version=version or default_version(),
+            contract=contract,
+            temperature=temperature,
+            metrics=metrics,
+            lineage=lineage,
+            architecture=architecture,
+            files=file_hashes(staged),
+            export=export,
+        )
+        write_card(card, staged)
+        for path in staged.iterdir():
+            path.chmod(0o644)
+        verify_package(staged)
+        return replace_directory(staged, out_dir)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)

@@ -1,0 +1,201 @@
+"""Load a packaged model for serving: verify it, then run it with ONNX Runtime.
+
+A package is a directory with `model.json` (the model card) and the files it lists with their
+sha256 (`model.onnx`, `weights.safetensors`, `cam_head.npy`). Nothing is loaded until every
+listed file is present and matches its hash. numpy + onnxruntime only: never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skindx.inference.cam import cam_for_class
+from skindx.inference.preprocessing import PreprocessingContract, normalize
+
+CARD_FILE = "model.json"
+ONNX_FILE = "model.onnx"
+WEIGHTS_FILE = "weights.safetensors"
+CAM_HEAD_FILE = "cam_head.npy"
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("logits", "features")
+REQUIRED_CARD_KEYS = ("name", "version", "classes", "preprocessing", "temperature", "files")
+
+
+class ModelIntegrityError(RuntimeError):
+    """The package is incomplete, tampered with or not a SkinDX package: refuse to serve it."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    card_path = Path(path) / CARD_FILE
+    if not card_path.is_file():
+        raise ModelIntegrityError(f"{card_path} not found: {path} is not a packaged model")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelIntegrityError(f"{card_path} is not valid JSON: {exc}") from exc
+    if not isinstance(card, dict):
+        raise ModelIntegrityError(f"{card_path} does not hold a model card (a JSON object)")
+    missing = [key for key in REQUIRED_CARD_KEYS if key not in card]
+    if missing:
+        raise ModelIntegrityError(f"{card_path} lacks the key(s) {missing}")
+    return card
+
+
+def verify_package(path: str | Path) -> dict[str, Any]:
+    """Check every file listed in the card against its sha256; return the card.
+
+    Raises ModelIntegrityError naming every missing, altered or unsafe file at once.
+    """
+    path = Path(path)
+    card = read_card(path)
+    files = card["files"]
+    if not isinstance(files, dict) or not files:
+        raise ModelIntegrityError(f"{path / CARD_FILE} lists no files to verify")
+    cam_head = (card.get("cam") or {}).get("head", CAM_HEAD_FILE)
+    problems = [
+        f"{name}: required but not listed in the card"
+        for name in (ONNX_FILE, cam_head)
+        if name not in files
+    ]
+    for name, expected in sorted(files.items()):
+        # Names come from a file we do not trust yet: keep them inside the package.
+        if Path(name).name != name or name in (".", "..", CARD_FILE):
+            problems.append(f"{name}: not a plain file name inside the package")
+            continue
+        target = path / name
+        if not target.is_file():
+            problems.append(f"{name}: missing")
+        elif (actual := sha256_file(target)) != expected:
+            problems.append(
+                f"{name}: sha256 {actual[:12]}… does not match the card's {str(expected)[:12]}…"
+            )
+    if problems:
+        raise ModelIntegrityError(
+            f"refusing the model in {path}: "
+            + "; ".join(problems)
+            + ". Rebuild it (`dvc repro package promote`) instead of editing files by hand."
+        )
+    return card
+
+
+def cpu_threads() -> int:
+    """CPUs this process may use (respects affinity and container cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def create_session(onnx_path: str | Path, threads: int | None = None, providers=None):
+    """An ONNX Runtime session on `onnx_path` with intra-op threads = usable CPUs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or cpu_threads()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(
+        str(onnx_path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
+    )
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, np.float64) / float(temperature)
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def load_cam_head(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """cam_head.npy holds [C, K+1]: the fc weight W in columns :K, the bias in column K."""
+    head = np.load(path, allow_pickle=False)
+    if head.ndim != 2 or head.shape[1] < 2:
+        raise ModelIntegrityError(f"{path}: expected a [C, K+1] array, got shape {head.shape}")
+    return head[:, :-1].astype(np.float32), head[:, -1].astype(np.float32)
+
+
+@dataclass
+class PackagedModel:
+    path: Path
+    card: dict[str, Any]
+    contract: PreprocessingContract
+    session: Any = field(repr=False)
+    cam_weight: np.ndarray = field(repr=False)
+    cam_bias: np.ndarray = field(repr=False)
+
+    @property
+    def version(self) -> str:
+        return str(self.card["version"])
+
+    @property
+    def name(self) -> str:
+        return str(self.card["name"])
+
+    @property
+    def temperature(self) -> float:
+        return float(self.card.get("temperature") or 1.0)
+
+    @property
+    def classes(self) -> list[str]:
+        return [c["code"] for c in self.card["classes"]]
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (N, 3, S, S), already normalised -> (logits [N, C], features [N, K, h, w])."""
+        size = self.contract.input_size
+        if x.ndim != 4 or x.shape[1:] != (3, size, size):
+            raise ValueError(f"expected input of shape (N, 3, {size}, {size}), got {x.shape}")
+        logits, features = self.session.run(
+            list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)}
+        )
+        return logits, features
+
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N, S, S, 3) as produced by resize_to_contract -> (probabilities, features)."""
+        logits, features = self.run(normalize(images, self.contract))
+        return softmax(logits, self.temperature), features
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, S, S, 3) -> temperature-calibrated class probabilities [N, C]."""
+        return self.predict(images)[0]
+
+    def cam(
+        self, features: np.ndarray, class_index: int, size: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """The [0, 1] class activation map of one image's features, at `size` (default S x S)."""
+        size = size or (self.contract.input_size, self.contract.input_size)
+        return cam_for_class(features, self.cam_weight, class_index, size)
+
+
+def load_packaged_model(
+    path: str | Path, threads: int | None = None, providers=None
+) -> PackagedModel:
+    """Verify the package in `path` and open it; raises ModelIntegrityError if it is not intact."""
+    path = Path(path)
+    card = verify_package(path)
+    try:
+        contract = PreprocessingContract.from_dict(card["preprocessing"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ModelIntegrityError(f"{path / CARD_FILE}: bad preprocessing contract: {exc}") from exc
+    weight, bias = load_cam_head(path / (card.get("cam") or {}).get("head", CAM_HEAD_FILE))
+    session = create_session(path / ONNX_FILE, threads=threads, providers=providers)
+    outputs = [o.name for o in session.get_outputs()]
+    if tuple(outputs) != OUTPUT_NAMES or len(card["classes"]) != weight.shape[0]:
+        raise ModelIntegrityError(
+            f"{path}: model outputs {outputs} / {weight.shape[0]} CAM classes do not match the "
+            f"card ({list(OUTPUT_NAMES)}, {len(card['classes'])} classes)"
+        )
+    return PackagedModel(path, card, contract, session, weight, bias)

@@ -1,0 +1,370 @@
+"""The MLflow model registry side of SkinDX: register packaged models, decide promotions.
+
+`register_package` logs a package's ONNX model (signature + input example) into the
+pipeline's MLflow run, registers a new version of the registered model, tags it with its test
+metrics and lineage, and stores the whole package as run artifacts so it can be restored.
+
+`promote` compares the candidate with the holder of the `champion` alias (aliases, not the
+deprecated stages), and on promotion moves the alias and atomically replaces serving/model/.
+Every decision is appended to reports/promotions.jsonl and tagged on the candidate version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skindx import tracking
+from skindx.export.atomic import replace_directory, staging_dir
+from skindx.export.card import now_iso, write_card
+from skindx.inference.model import (
+    INPUT_NAME,
+    ONNX_FILE,
+    OUTPUT_NAMES,
+    ModelIntegrityError,
+    verify_package,
+)
+from skindx.inference.preprocessing import normalize
+
+METRIC_TAG_PREFIX = "metric."
+PACKAGE_ARTIFACTS_TAG = "package_artifact_path"
+
+
+class RegistryError(RuntimeError):
+    """A registry or promotion step cannot proceed; the message says why and what to do."""
+
+
+def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Finite numeric metrics, nested keys joined with '.' (per_class.mel.recall)."""
+    flat: dict[str, float] = {}
+    for key, value in (metrics or {}).items():
+        if isinstance(value, dict):
+            flat.update(flat_metrics(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if math.isfinite(value):
+                flat[f"{prefix}{key}"] = float(value)
+    return flat
+
+
+def metric_value(metrics: dict[str, Any], name: str) -> float | None:
+    """`name` from a metrics dict: top level, or under a `test` section, or dotted."""
+    flat = flat_metrics(metrics)
+    for key in (name, f"test.{name}"):
+        if key in flat:
+            return flat[key]
+    return None
+
+
+def _client(mlflow_params: dict[str, Any] | None):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking.tracking_uri(mlflow_params))
+
+
+def _run_exists(run_id: str, mlflow_params: dict[str, Any] | None) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        _client(mlflow_params).get_run(run_id)
+        return True
+    except MlflowException:
+        return False
+
+
+# --- registration ------------------------------------------------------------------------
+
+
+def model_signature(card: dict[str, Any], features_shape: tuple[int, ...]):
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    size = int(card["preprocessing"]["input_size"])
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, size, size), INPUT_NAME)]),
+        outputs=Schema(
+            [
+                TensorSpec(np.dtype(np.float32), (-1, len(card["classes"])), OUTPUT_NAMES[0]),
+                TensorSpec(np.dtype(np.float32), (-1, *features_shape[1:]), OUTPUT_NAMES[1]),
+            ]
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    version: str
+    run_id: str
+    model_uri: str
+
+
+def register_package(
+    package_dir: str | Path,
+    registered_model: str,
+    *,
+    run_id: str | None = None,
+    mlflow_params: dict[str, Any] | None = None,
+    run_tags: dict[str, str] | None = None,
+) -> Registration:
+    """Log and register the package in `package_dir`; rewrites its card with the version."""
+    import onnx
+
+    from skindx.inference.model import load_packaged_model
+
+    package_dir = Path(package_dir)
+    packaged = load_packaged_model(package_dir, threads=1)  # verified before anything is logged
+    card = packaged.card
+    size = packaged.contract.input_size
+    example = normalize(np.full((1, size, size, 3), 128, np.uint8), packaged.contract)
+    signature = model_signature(card, packaged.run(example)[1].shape)
+
+    mlflow = tracking.configure(mlflow_params)
+    if run_id and not _run_exists(run_id, mlflow_params):
+        print(
+            f"registry: MLflow run {run_id} (models/train/run.json) is not in this store; "
+            "logging to a new run",
+            file=sys.stderr,
+        )
+        run_id = None
+    # A resumed pipeline run keeps train's tags; a fresh run gets the lineage tags.
+    with mlflow.start_run(run_id=run_id, tags=None if run_id else run_tags) as run:
+        info = mlflow.onnx.log_model(
+            onnx.load(str(package_dir / ONNX_FILE)),
+            name="model",
+            signature=signature,
+            input_example=example,
+            registered_model_name=registered_model,
+            save_as_external_data=False,  # one self-contained file, as in the package
+            onnx_execution_providers=["CPUExecutionProvider"],
+            metadata={"skindx_card_version": card["version"]},
+        )
+        version = str(info.registered_model_version)
+        artifact_path = f"packages/v{version}"
+        card["version"] = version
+        card["registry"] = {
+            "name": registered_model,
+            "version": version,
+            "run_id": run.info.run_id,
+            "model_uri": f"models:/{registered_model}/{version}",
+            "package_artifacts": artifact_path,
+        }
+        card["lineage"]["mlflow_run_id"] = card["lineage"].get("mlflow_run_id") or run.info.run_id
+        write_card(card, package_dir)  # `files` does not cover the card: hashes stay valid
+        mlflow.log_artifacts(str(package_dir), artifact_path=artifact_path)
+        for key, value in flat_metrics(card.get("metrics") or {}).items():
+            if "." not in key:  # headline metrics on the run; per-class ones stay in tags
+                mlflow.log_metric(f"test_{key}", value)
+
+    client = _client(mlflow_params)
+    lineage = card.get("lineage") or {}
+    tags = {
+        **{f"{METRIC_TAG_PREFIX}{k}": f"{v:.6g}" for k, v in flat_metrics(card["metrics"]).items()},
+        "git_commit": str(lineage.get("git_commit")),
+        "data_hash": str(lineage.get("data_hash")),
+        "onnx_sha256": card["files"][ONNX_FILE],
+        "input_size": str(size),
+        "arch": str((card.get("architecture") or {}).get("arch")),
+        PACKAGE_ARTIFACTS_TAG: artifact_path,
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_model, version, key, value)
+    return Registration(registered_model, version, run.info.run_id, card["registry"]["model_uri"])
+
+
+# --- promotion -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(
+    candidate: float,
+    champion: float | None,
+    *,
+    metric: str,
+    min_delta: float,
+    force: bool,
+    champion_version: str | None,
+) -> Decision:
+    if champion_version is None:
+        return Decision(
+            True, f"no champion yet: candidate {metric} {candidate:.4f} becomes the first"
+        )
+    if champion is None:
+        return Decision(
+            True,
+            f"champion v{champion_version} has no recorded {metric}; the candidate replaces it",
+        )
+    delta = candidate - champion
+    versus = (
+        f"candidate {metric} {candidate:.4f} vs champion v{champion_version} {champion:.4f} "
+        f"(delta {delta:+.4f}, min_delta {min_delta:g})"
+    )
+    if force:
+        return Decision(True, f"forced by promote.force=true: {versus}")
+    if delta >= min_delta - 1e-12:
+        return Decision(True, f"better: {versus}")
+    return Decision(False, f"not better by min_delta: {versus}")
+
+
+def install_package(source: str | Path, serving_dir: str | Path) -> Path:
+    """Copy a package into `serving_dir`, verified, replacing the old one in one rename."""
+    staged = staging_dir(serving_dir)
+    try:
+        shutil.copytree(source, staged, dirs_exist_ok=True)
+        verify_package(staged)
+        return replace_directory(staged, serving_dir)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def serving_version(serving_dir: str | Path) -> str | None:
+    """The version of an intact package in `serving_dir`, else None."""
+    try:
+        return str(verify_package(serving_dir)["version"])
+    except ModelIntegrityError:
+        return None
+
+
+def restore_version(
+    registered_model: str, version: str, serving_dir: str | Path, mlflow_params=None
+) -> Path:
+    """Download a registered version's package from its MLflow run into `serving_dir`."""
+    import mlflow.artifacts
+
+    client = _client(mlflow_params)
+    mv = client.get_model_version(registered_model, version)
+    path = mv.tags.get(PACKAGE_ARTIFACTS_TAG)
+    if not path or not mv.run_id:
+        raise RegistryError(f"{registered_model} v{version} has no stored package to restore")
+    download = staging_dir(Path(serving_dir).parent / ".download")
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id,
+            artifact_path=path,
+            dst_path=str(download),
+            tracking_uri=tracking.tracking_uri(mlflow_params),
+        )
+        return install_package(local, serving_dir)
+    finally:
+        shutil.rmtree(download, ignore_errors=True)
+
+
+def append_decision(log_path: str | Path, record: dict[str, Any]) -> None:
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as fh:
+        fh.write(json.dumps(record, sort_keys=False, default=str) + "\n")
+
+
+def promote(
+    candidate_dir: str | Path,
+    *,
+    registered_model: str,
+    metric: str = "balanced_accuracy",
+    min_delta: float = 0.005,
+    force: bool = False,
+    alias: str = "champion",
+    serving_dir: str | Path = "serving/model",
+    log_path: str | Path = "reports/promotions.jsonl",
+    mlflow_params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Decide on the candidate package, act on it, log the decision; returns the record."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        card = verify_package(candidate_dir)
+    except ModelIntegrityError as exc:
+        raise RegistryError(f"the candidate package is not intact: {exc}") from exc
+    registry = card.get("registry") or {}
+    if registry.get("name") != registered_model or not registry.get("version"):
+        raise RegistryError(
+            f"{candidate_dir} is not a registered version of {registered_model!r} "
+            f"(card registry: {registry or 'none'}); run the package stage first."
+        )
+    version = str(registry["version"])
+    value = metric_value(card.get("metrics") or {}, metric)
+    if value is None:
+        raise RegistryError(f"the candidate card has no test metric {metric!r} (promote.metric)")
+
+    client = _client(mlflow_params)
+    try:
+        champion = client.get_model_version_by_alias(registered_model, alias)
+    except MlflowException:
+        champion = None  # no alias (or no registered model) yet
+    champion_value = None
+    if champion is not None:
+        tag = champion.tags.get(f"{METRIC_TAG_PREFIX}{metric}")
+        champion_value = float(tag) if tag not in (None, "", "nan") else None
+
+    if champion is not None and str(champion.version) == version:
+        decision, action = Decision(False, f"v{version} already holds @{alias}"), "kept"
+    else:
+        decision = decide(
+            value,
+            champion_value,
+            metric=metric,
+            min_delta=min_delta,
+            force=force,
+            champion_version=str(champion.version) if champion else None,
+        )
+        action = "promoted" if decision.promote else "rejected"
+
+    reason = decision.reason
+    if decision.promote:
+        install_package(candidate_dir, serving_dir)
+        client.set_registered_model_alias(registered_model, alias, version)
+    else:
+        # serving/model must always hold the champion: rebuild it if it went missing or stale.
+        holder = version if action == "kept" else str(champion.version)
+        if serving_version(serving_dir) != holder:
+            if action == "kept":
+                install_package(candidate_dir, serving_dir)
+            else:
+                restore_version(registered_model, holder, serving_dir, mlflow_params)
+            reason += f"; {serving_dir} did not hold v{holder} and was restored"
+        else:
+            reason += f"; {serving_dir} left unchanged"
+
+    record = {
+        "time": now_iso(),
+        "model": registered_model,
+        "alias": alias,
+        "decision": action,
+        "reason": reason,
+        "metric": metric,
+        "min_delta": min_delta,
+        "force": bool(force),
+        "candidate": {
+            "version": version,
+            "run_id": registry.get("run_id"),
+            metric: value,
+            "metrics": flat_metrics(
+                {k: v for k, v in card["metrics"].items() if not isinstance(v, dict)}
+            ),
+        },
+        "champion": None
+        if champion is None
+        else {"version": str(champion.version), "run_id": champion.run_id, metric: champion_value},
+        "serving_dir": str(serving_dir),
+        "serving_version": serving_version(serving_dir),
+    }
+    append_decision(log_path, record)
+    for key, val in (
+        ("promotion.decision", action),
+        ("promotion.reason", reason[:4000]),
+        ("promotion.time", record["time"]),
+        ("promotion.champion_version", record["champion"]["version"] if champion else "none"),
+    ):
+        client.set_model_version_tag(registered_model, version, key, val)
+    return record

@@ -1,0 +1,249 @@
+"""`make serve`: the whole product as local processes on 127.0.0.1, run by honcho (Procfile).
+
+    python -m skindx.stack              check, render nginx's config, build /docs/, exec honcho
+    python -m skindx.stack --announce   (a Procfile process) wait for the stack, print its URL
+
+nginx on SKINDX_HTTP_PORT (default 8080) is the one entry; the API, Streamlit and the MLflow UI
+listen on free loopback ports behind it. Ctrl-C reaches honcho, which stops every process.
+Settings (environment): SKINDX_HTTP_PORT, SKINDX_RUN_DIR (.run), SKINDX_MODEL_DIR (the API's,
+default serving/model), SKINDX_MLFLOW_BACKEND_URI (sqlite:///mlflow.db), SKINDX_MLFLOW_ARTIFACTS
+(mlartifacts), SKINDX_DOCS_SITE (site), SKINDX_READY_TIMEOUT (seconds, 300).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+NGINX_DIR = ROOT / "nginx"
+PLACEHOLDER = re.compile(r"\$\{(SKINDX_[A-Z0-9_]+)\}")
+DEFAULT_HTTP_PORT = 8080
+
+
+class StackError(RuntimeError):
+    """Something the user must fix before the stack can start; the message says what."""
+
+
+def render_template(text: str, values: Mapping[str, str]) -> str:
+    """envsubst restricted to ${SKINDX_*}, like the nginx image's NGINX_ENVSUBST_FILTER; nginx's
+    own $variables are left alone. A placeholder without a value is an error, not a blank."""
+    missing = sorted({name for name in PLACEHOLDER.findall(text) if name not in values})
+    if missing:
+        raise StackError(f"no value for template placeholder(s): {', '.join(missing)}")
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def find_nginx() -> str:
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+    if not found:
+        raise StackError("nginx is not installed: run `make system-deps` (Debian's nginx)")
+    return found
+
+
+def render_nginx(prefix: Path, values: Mapping[str, str]) -> Path:
+    """Write a local nginx prefix: nginx.conf, conf.d/skindx.conf, snippets/; returns nginx.conf."""
+    for sub in ("conf.d", "snippets", "tmp"):
+        (prefix / sub).mkdir(parents=True, exist_ok=True)
+    for snippet in (NGINX_DIR / "snippets").glob("*.conf"):
+        shutil.copyfile(snippet, prefix / "snippets" / snippet.name)
+    site = (NGINX_DIR / "templates" / "skindx.conf.template").read_text()
+    (prefix / "conf.d" / "skindx.conf").write_text(render_template(site, values))
+    main = (NGINX_DIR / "templates" / "local-main.conf.template").read_text()
+    conf = prefix / "nginx.conf"
+    conf.write_text(render_template(main, values))
+    return conf
+
+
+def check_nginx_config(nginx: str, conf: Path, prefix: Path) -> None:
+    result = subprocess.run(
+        [nginx, "-t", "-q", "-p", str(prefix), "-c", str(conf), "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        raise StackError(f"nginx rejects the rendered config {conf}:\n{result.stderr.strip()}")
+
+
+def build_docs(site: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_docs.py"), "--out", str(site)],
+        check=True,
+        cwd=ROOT,
+    )
+
+
+def stack_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Every setting the Procfile and the nginx templates use, from `environ` plus defaults."""
+    run_dir = Path(environ.get("SKINDX_RUN_DIR", ROOT / ".run")).resolve()
+    http_port = int(environ.get("SKINDX_HTTP_PORT", DEFAULT_HTTP_PORT))
+    api_port, ui_port, mlflow_port = free_port(), free_port(), free_port()
+    prefix = run_dir / "nginx"
+    env = dict(environ)
+    env.update(
+        SKINDX_HTTP_PORT=str(http_port),
+        SKINDX_RUN_DIR=str(run_dir),
+        SKINDX_STACK_API_PORT=str(api_port),
+        SKINDX_STACK_UI_PORT=str(ui_port),
+        SKINDX_STACK_MLFLOW_PORT=str(mlflow_port),
+        SKINDX_MLFLOW_BACKEND_URI=environ.get(
+            "SKINDX_MLFLOW_BACKEND_URI", f"sqlite:///{ROOT / 'mlflow.db'}"
+        ),
+        SKINDX_MLFLOW_ARTIFACTS=str(
+            Path(environ.get("SKINDX_MLFLOW_ARTIFACTS", ROOT / "mlartifacts")).resolve()
+        ),
+        SKINDX_DOCS_ROOT=str(Path(environ.get("SKINDX_DOCS_SITE", ROOT / "site")).resolve()),
+        SKINDX_NGINX_PREFIX=str(prefix),
+        SKINDX_NGINX_BIN=find_nginx(),
+        SKINDX_NGINX_MIME_TYPES=environ.get("SKINDX_NGINX_MIME_TYPES", "/etc/nginx/mime.types"),
+        # a root master would hand requests to `nobody`, who cannot read a private run dir
+        SKINDX_NGINX_USER="user root;" if os.geteuid() == 0 else "",
+        SKINDX_LISTEN=f"127.0.0.1:{http_port}",
+        SKINDX_API_ADDR=f"127.0.0.1:{api_port}",
+        SKINDX_UI_ADDR=f"127.0.0.1:{ui_port}",
+        SKINDX_MLFLOW_ADDR=f"127.0.0.1:{mlflow_port}",
+        SKINDX_UPSTREAM_FLAGS="",
+        SKINDX_RESOLVER="",
+        SKINDX_PREDICT_RATE=environ.get("SKINDX_PREDICT_RATE", "10r/s"),
+        API_URL=f"http://127.0.0.1:{api_port}",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def check_model(environ: Mapping[str, str]) -> Path:
+    model_dir = Path(environ.get("SKINDX_MODEL_DIR", ROOT / "serving" / "model"))
+    if not (model_dir / "model.json").is_file():
+        raise StackError(
+            f"no promoted model in {model_dir} (model.json missing): run `make run` to build one, "
+            "or set SKINDX_MODEL_DIR to a packaged model"
+        )
+    return model_dir
+
+
+def prepare(environ: Mapping[str, str]) -> dict[str, str]:
+    """All checks and files before the processes start; returns their environment."""
+    check_model(environ)
+    env = stack_environment(environ)
+    port = int(env["SKINDX_HTTP_PORT"])
+    if not port_is_free(port):
+        raise StackError(
+            f"port {port} is already in use: stop what uses it or set SKINDX_HTTP_PORT"
+        )
+    build_docs(Path(env["SKINDX_DOCS_ROOT"]))
+    prefix = Path(env["SKINDX_NGINX_PREFIX"])
+    conf = render_nginx(prefix, env)
+    check_nginx_config(env["SKINDX_NGINX_BIN"], conf, prefix)
+    Path(env["SKINDX_MLFLOW_ARTIFACTS"]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def entry_url(env: Mapping[str, str]) -> str:
+    return f"http://127.0.0.1:{env['SKINDX_HTTP_PORT']}/"
+
+
+def start(environ: Mapping[str, str]) -> None:
+    env = prepare(environ)
+    print(
+        f"SkinDX: starting nginx, API, UI and MLflow; the product will be at {entry_url(env)}",
+        flush=True,
+    )
+    honcho = shutil.which("honcho", path=env["PATH"])
+    if not honcho:
+        raise StackError("honcho is not installed in this environment: run `make install`")
+    os.chdir(ROOT)
+    # honcho becomes this process, so Ctrl-C (or SIGTERM) reaches it and it stops every child
+    os.execve(
+        honcho, [honcho, "start", "--no-colour", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)], env
+    )
+
+
+def wait_for(checks: Mapping[str, str], deadline: float) -> list[str]:
+    """Poll each URL until it answers 200; returns the names still failing at the deadline."""
+    pending = dict(checks)
+    while pending and time.monotonic() < deadline:
+        for name, url in list(pending.items()):
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        del pending[name]
+            except (urllib.error.URLError, OSError):
+                pass
+        if pending:
+            time.sleep(1.0)
+    return [f"{name} ({url})" for name, url in pending.items()]
+
+
+def announce(environ: Mapping[str, str]) -> int:
+    """Wait for every service directly (quietly), then once more through nginx; print the URL."""
+    url = entry_url(environ)
+    direct = {
+        "API": f"{environ['API_URL']}/ready",
+        "UI": f"http://127.0.0.1:{environ['SKINDX_STACK_UI_PORT']}/_stcore/health",
+        "MLflow": f"http://127.0.0.1:{environ['SKINDX_STACK_MLFLOW_PORT']}/mlflow/health",
+    }
+    through_nginx = {
+        "API via nginx": f"{url}ready",
+        "UI via nginx": f"{url}_stcore/health",
+        "MLflow via nginx": f"{url}mlflow/",
+        "docs via nginx": f"{url}docs/",
+    }
+    deadline = time.monotonic() + float(environ.get("SKINDX_READY_TIMEOUT", 300))
+    failing = wait_for(direct, deadline) or wait_for(through_nginx, deadline)
+    if failing:
+        print(
+            f"SkinDX did not become ready: {', '.join(failing)} not answering; stopping.",
+            flush=True,
+        )
+        return 1
+    print(f"SkinDX is ready at {url}  (Ctrl-C stops everything)", flush=True)
+    signal.pause()  # honcho stops the whole stack when any process exits: stay up
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve SkinDX locally behind one nginx port.")
+    parser.add_argument("--announce", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        if args.announce:
+            return announce(os.environ)
+        start(os.environ)
+    except StackError as exc:
+        print(f"make serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""The training loop: AdamW + one-cycle or warmup-cosine schedule (stepped per batch), early
+stopping on validation balanced accuracy, a checkpoint every epoch (last.pt) and at every
+improvement (best.pt), resumable from last.pt.
+
+Reproducibility: every epoch reseeds torch, the sampler and the augmentation generators from
+(seed, epoch), so an uninterrupted run and a run resumed from last.pt draw the same numbers;
+on CPU the same config gives the same weights and metrics.
+Speed: CUDA uses AMP (bf16 where supported, else fp16 with a gradient scaler) and
+channels_last; CPU uses channels_last and one thread per available core.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from skindx.evaluation.metrics import accuracy, balanced_accuracy, macro_f1
+from skindx.evaluation.predict import predict_logits
+from skindx.inference.preprocessing import PreprocessingContract
+from skindx.training.augment import AugmentConfig, BatchTransform
+from skindx.training.checkpoint import BEST, LAST, cpu_state_copy, load_checkpoint, save_checkpoint
+from skindx.training.data import IMBALANCE, SplitArrays, make_loader
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = ("onecycle", "cosine")
+MONITOR = "val_balanced_accuracy"
+HISTORY_FIELDS = (
+    "epoch", "train_loss", "train_accuracy", "val_loss", "val_balanced_accuracy",
+    "val_macro_f1", "val_accuracy", "lr", "seconds",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The `train` section of params.yaml (plus the global seed)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "onecycle"
+    warmup_pct: float = 0.1
+    label_smoothing: float = 0.0
+    imbalance: str = "weighted_loss"
+    early_stopping_patience: int | None = 5
+    num_workers: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    max_steps_per_epoch: int | None = None
+    out_dir: str = "models/train"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown train.scheduler {self.scheduler!r}; expected one of {SCHEDULERS}")
+        if self.imbalance not in IMBALANCE:
+            raise ValueError(f"unknown train.imbalance {self.imbalance!r}; expected one of {IMBALANCE}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("train.epochs must be >= 1 and train.batch_size >= 2")
+
+    @classmethod
+    def from_params(cls, train: dict[str, Any], seed: int | None = None) -> TrainConfig:
+        params = dict(train)
+        known = {f.name for f in fields(cls)}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(f"unknown keys in the train section: {sorted(unknown)}")
+        params["augment"] = AugmentConfig.from_params(params.get("augment"))
+        if seed is not None:
+            params["seed"] = int(seed)
+        return cls(**params)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_metric: float
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, float]]
+    best_path: Path
+    last_path: Path
+    seconds: float
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (containers)
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def configure_runtime(device: torch.device) -> None:
+    if device.type == "cpu":
+        torch.set_num_threads(available_cpus())
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        # speed over bit-exactness on GPU: autotuned kernels and TF32 matmuls
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def seed_everything(seed: int) -> None:
+    """Seed before building the model so that its random initialisation is reproducible."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases and normalisation parameters (1-d tensors)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.scheduler == "onecycle" and total_steps >= 4:
+        # OneCycleLR needs at least two warm-up steps (its phases must not be empty)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=total_steps,
+            pct_start=min(max(config.warmup_pct, 2.0 / total_steps), 0.5),
+        )
+    warmup = int(round(config.warmup_pct * total_steps))
+
+    def warmup_cosine(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)
+
+
+EpochCallback = Callable[[dict[str, float], "Trainer"], None]
+
+
+class Trainer:
+    """Trains `model` on `train_data`, selects the epoch with the best validation balanced
+    accuracy, and writes best.pt / last.pt into `out_dir`.
+
+    `run_config` is stored as the checkpoints' `config`; it must hold the `model` section so
+    the model can be rebuilt with skindx.models.build_model(**config["model"]).
+    `callbacks` are called after each epoch's checkpoint with (history row, trainer).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: SplitArrays,
+        val_data: SplitArrays,
+        contract: PreprocessingContract,
+        config: TrainConfig,
+        *,
+        class_weights: np.ndarray | None = None,
+        out_dir: str | Path | None = None,
+        run_config: dict[str, Any] | None = None,
+        callbacks: Sequence[EpochCallback] = (),
+        progress: bool = True,
+    ) -> None:
+        if len(val_data) == 0:
+            raise ValueError("the validation split is empty: early stopping needs validation images")
+        if config.imbalance != "none" and class_weights is None:
+            raise ValueError(f"train.imbalance={config.imbalance} needs class weights")
+        self.config = config
+        self.contract = contract
+        self.val_data = val_data
+        self.out_dir = Path(out_dir or config.out_dir)
+        self.run_config = dict(run_config or {})
+        self.callbacks = list(callbacks)
+        self.progress = progress
+
+        self.device = select_device(config.device)
+        configure_runtime(self.device)
+        self.channels_last = config.channels_last
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        self.transform = BatchTransform(contract, config.augment, channels_last=self.channels_last)
+
+        self.sample_generator = torch.Generator()
+        self.augment_generator = torch.Generator()
+        self.loader = make_loader(
+            train_data, config.batch_size, train=True, imbalance=config.imbalance,
+            class_weights=class_weights, generator=self.sample_generator,
+            num_workers=config.num_workers, pin_memory=self.device.type == "cuda",
+        )
+        self.steps_per_epoch = len(self.loader)
+        if config.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, int(config.max_steps_per_epoch))
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"no training batches: {len(train_data)} training images")
+
+        loss_weights = None
+        if config.imbalance == "weighted_loss":
+            loss_weights = torch.as_tensor(class_weights, dtype=torch.float32)
+        self.loss_weights = loss_weights
+        self.criterion = nn.CrossEntropyLoss(
+            weight=None if loss_weights is None else loss_weights.to(self.device),
+            label_smoothing=config.label_smoothing,
+        )
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
+        self.scheduler = make_scheduler(self.optimizer, config, config.epochs * self.steps_per_epoch)
+
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.amp_dtype = (
+            torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        )
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16
+        )
+
+    # -- one epoch --------------------------------------------------------------------------
+    def _seed_epoch(self, epoch: int) -> None:
+        base = self.config.seed * 1_000_003 + epoch
+        torch.manual_seed(base)  # dropout (and CUDA)
+        self.sample_generator.manual_seed(base + 1)
+        self.augment_generator.manual_seed(base + 2)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        total_loss = torch.zeros((), device=self.device)
+        total_correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        bar = tqdm(
+            total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.config.epochs}",
+            unit="batch", dynamic_ncols=True, disable=not self.progress,
+        )
+        for step, (images, labels) in enumerate(self.loader):
+            if step >= self.steps_per_epoch:
+                break
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            x = self.transform(images, train=True, generator=self.augment_generator)
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                logits = self.model(x)
+            loss = self.criterion(logits.float(), labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss is {loss.item()} at epoch {epoch}, step {step}: lower train.lr"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+
+            n = labels.shape[0]
+            seen += n
+            total_loss += loss.detach() * n
+            total_correct += (logits.argmax(dim=1) == labels).sum()
+            bar.update()
+            if self.progress and (step % 10 == 0 or step + 1 == self.steps_per_epoch):
+                bar.set_postfix(
+                    loss=f"{total_loss.item() / seen:.4f}",
+                    acc=f"{total_correct.item() / seen:.3f}",
+                    lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
+                    refresh=False,
+                )
+        bar.close()
+        return {
+            "train_loss": total_loss.item() / seen,
+            "train_accuracy": total_correct.item() / seen,
+            "lr": float(self.scheduler.get_last_lr()[0]),
+        }
+
+    def validate(self) -> dict[str, float]:
+        logits = predict_logits(
+            self.model, self.val_data.images, self.contract,
+            batch_size=max(64, 2 * self.config.batch_size), channels_last=self.channels_last,
+        )
+        labels = self.val_data.labels
+        n_classes = logits.shape[1]
+        loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels), weight=self.loss_weights)
+        pred = logits.argmax(axis=1)
+        return {
+            "val_loss": float(loss),
+            "val_balanced_accuracy": balanced_accuracy(labels, pred, n_classes),
+            "val_macro_f1": macro_f1(labels, pred, n_classes),
+            "val_accuracy": accuracy(labels, pred),
+        }
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _checkpoint(self, state: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model_state": cpu_state_copy(self.model),
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(),
+            "scaler_state": self.scaler.state_dict(),
+            "config": self.run_config,
+            **state,
+        }
+
+    def _restore(self, path: Path) -> dict[str, Any]:
+        checkpoint = load_checkpoint(path)
+        saved_model = checkpoint.get("config", {}).get("model")
+        if "model" in self.run_config and saved_model != self.run_config["model"]:
+            raise ValueError(
+                f"cannot resume from {path}: it was trained with model={saved_model}, the "
+                f"current config has model={self.run_config['model']}. Delete it to start afresh."
+            )
+        self.model.load_state_dict(checkpoint["model_state"])
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        self.scheduler.load_state_dict(checkpoint["scheduler_state"])
+        if checkpoint.get("scaler_state"):
+            self.scaler.load_state_dict(checkpoint["scaler_state"])
+        log.info("resuming from %s after epoch %d", path, checkpoint["epoch"])
+        return checkpoint
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        started = time.perf_counter()
+        best_path, last_path = self.out_dir / BEST, self.out_dir / LAST
+        state: dict[str, Any] = {
+            "epoch": 0, "best_metric": -math.inf, "best_epoch": 0, "history": [],
+            "epochs_without_improvement": 0, "stopped_early": False, "monitor": MONITOR,
+        }
+        best_weights: dict[str, torch.Tensor] | None = None
+        if resume and last_path.exists():
+            checkpoint = self._restore(last_path)
+            state.update({k: checkpoint[k] for k in state if k in checkpoint})
+            if best_path.exists() and state["best_epoch"] > 0:
+                best_weights = load_checkpoint(best_path)["model_state"]
+        elif resume:
+            log.warning("no %s to resume from: starting from epoch 1", last_path)
+
+        patience = self.config.early_stopping_patience
+        for epoch in range(state["epoch"] + 1, self.config.epochs + 1):
+            if state["stopped_early"]:
+                break
+            tick = time.perf_counter()
+            self._seed_epoch(epoch)
+            row: dict[str, float] = {"epoch": epoch, **self.train_epoch(epoch), **self.validate()}
+            row["seconds"] = time.perf_counter() - tick
+            state["history"] = [*state["history"], row]
+            state["epoch"] = epoch
+
+            improved = row[MONITOR] > state["best_metric"]
+            if improved:
+                state.update(best_metric=row[MONITOR], best_epoch=epoch, epochs_without_improvement=0)
+                best_weights = cpu_state_copy(self.model)
+                save_checkpoint(best_path, self._checkpoint(state))
+            else:
+                state["epochs_without_improvement"] += 1
+            if patience and state["epochs_without_improvement"] >= patience:
+                state["stopped_early"] = True
+            save_checkpoint(last_path, self._checkpoint(state))
+            self._report(row, improved)
+            for callback in self.callbacks:
+                callback(row, self)
+            if state["stopped_early"]:
+                log.info("early stopping: no %s improvement for %d epochs", MONITOR, patience)
+
+        if best_weights is not None:  # leave the model holding the selected epoch's weights
+            self.model.load_state_dict(best_weights)
+        return TrainResult(
+            best_epoch=state["best_epoch"], best_metric=state["best_metric"],
+            epochs_run=state["epoch"], stopped_early=state["stopped_early"],
+            history=state["history"], best_path=best_path, last_path=last_path,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _report(self, row: dict[str, float], improved: bool) -> None:
+        if self.progress:
+            tqdm.write(
+                f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
+                f" | val loss {row['val_loss']:.4f} bal.acc {row['val_balanced_accuracy']:.3f}"
+                f" macro-F1 {row['val_macro_f1']:.3f}{'  (best)' if improved else ''}"
+            )
+
+
+def write_history(path: str | Path, history: Sequence[dict[str, float]]) -> Path:
+    """reports/train/history.csv: one row per epoch (DVC plots)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(HISTORY_FIELDS), extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return path

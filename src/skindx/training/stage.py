@@ -1,0 +1,135 @@
+"""The train stage: preprocessed arrays -> models/train/{best,last}.pt, run.json and
+reports/train/history.csv, tracked in one MLflow run that evaluate (and package) continue."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from skindx import tracking
+from skindx.config import flatten
+from skindx.inference.preprocessing import PreprocessingContract
+from skindx.training.data import load_class_weights, load_split
+from skindx.training.loop import Trainer, TrainConfig, TrainResult, seed_everything, write_history
+
+log = logging.getLogger(__name__)
+
+PROCESSED_DIR = Path("data/processed")
+HISTORY_CSV = Path("reports/train/history.csv")
+RUN_FILE = "run.json"
+MLFLOW_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
+
+
+def read_contract(processed_dir: Path, data_params: dict[str, Any] | None = None) -> PreprocessingContract:
+    """The contract the arrays were made with: info.json's `contract`, else the data params."""
+    info_path = processed_dir / "info.json"
+    if info_path.exists():
+        info = json.loads(info_path.read_text())
+        if isinstance(info.get("contract"), dict):
+            return PreprocessingContract.from_dict(info["contract"])
+    if data_params:
+        return PreprocessingContract.from_data_params(data_params)
+    raise FileNotFoundError(f"{info_path} has no preprocessing contract: rerun the preprocess stage")
+
+
+def log_params(mlflow, params: dict[str, Any]) -> None:
+    flat = {k: ("null" if v is None else v) for k, v in flatten(params).items()}
+    items = sorted(flat.items())
+    for start in range(0, len(items), MLFLOW_PARAMS_PER_CALL):
+        mlflow.log_params(dict(items[start : start + MLFLOW_PARAMS_PER_CALL]))
+
+
+def run_train(
+    params: dict[str, Any],
+    *,
+    all_params: dict[str, Any] | None = None,
+    resume: bool = False,
+    processed_dir: Path = PROCESSED_DIR,
+    history_csv: Path = HISTORY_CSV,
+    progress: bool = True,
+) -> TrainResult:
+    """`params`: the model, train and mlflow sections plus seed and profile; `all_params`
+    (default `params`) is what MLflow records as the run's parameters."""
+    model_cfg = dict(params["model"])
+    seed = int(params.get("seed") or 0)
+    profile = params.get("profile")
+    config = TrainConfig.from_params(params["train"], seed=seed)
+    out_dir = Path(config.out_dir)
+
+    classes, class_weights = load_class_weights(processed_dir)
+    if len(classes) != int(model_cfg["num_classes"]):
+        raise ValueError(
+            f"model.num_classes={model_cfg['num_classes']} but the data has {len(classes)} classes {classes}"
+        )
+    contract = read_contract(processed_dir, params.get("data"))
+    train_data, val_data = load_split(processed_dir, "train"), load_split(processed_dir, "val")
+    run_config = {
+        "model": model_cfg, "train": params["train"], "seed": seed, "profile": profile,
+        "classes": classes, "contract": contract.to_dict(),
+    }
+
+    seed_everything(seed)
+    from skindx.models import build_model  # after seeding: the random init is reproducible
+
+    model = build_model(**model_cfg)
+
+    mlflow = tracking.configure(params.get("mlflow"))
+    run_file = out_dir / RUN_FILE
+    previous = tracking.pipeline_run_id(run_file) if resume else None
+    start = {"run_id": previous} if previous else {"run_name": f"{profile or 'run'}-{model_cfg['arch']}"}
+    with mlflow.start_run(**start) as run:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        run_file.write_text(
+            json.dumps({"run_id": run.info.run_id, "experiment_id": run.info.experiment_id}, indent=2)
+        )
+        if not previous:
+            log_params(mlflow, all_params or params)
+        mlflow.set_tags(tracking.lineage_tags("train", profile))
+
+        def log_epoch(row: dict[str, float], trainer: Trainer) -> None:
+            metrics = {k: float(v) for k, v in row.items() if k != "epoch"}
+            mlflow.log_metrics(metrics, step=int(row["epoch"]))
+
+        trainer = Trainer(
+            model, train_data, val_data, contract, config, class_weights=class_weights,
+            out_dir=out_dir, run_config=run_config, callbacks=[log_epoch], progress=progress,
+        )
+        log.info(
+            "training %s on %s: %d train / %d val images at %d px, %d steps per epoch",
+            model_cfg["arch"], trainer.device, len(train_data), len(val_data),
+            contract.input_size, trainer.steps_per_epoch,
+        )
+        result = trainer.fit(resume=resume)
+        write_history(history_csv, result.history)
+        mlflow.log_metrics(
+            {"best_val_balanced_accuracy": result.best_metric, "best_epoch": result.best_epoch,
+             "epochs_run": result.epochs_run, "train_seconds": result.seconds}
+        )
+        mlflow.log_artifact(str(result.best_path), artifact_path="checkpoint")
+        mlflow.log_artifact(str(history_csv), artifact_path="train")
+    return result
+
+
+def run_cli(main: Callable[[], object], stage: str, hint: str = "") -> None:
+    """Run a stage's main: a failure prints one readable message (the traceback only with
+    SKINDX_TRACEBACK=1) and exits non-zero, so DVC stops there."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(f"\n{stage}: interrupted. {hint}".rstrip(), file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the stage boundary: report, don't crash
+        if os.environ.get("SKINDX_TRACEBACK"):
+            traceback.print_exc()
+        print(
+            f"\n{stage}: error: {type(exc).__name__}: {exc}\n"
+            f"(set SKINDX_TRACEBACK=1 to see the full traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(1)

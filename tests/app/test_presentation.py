@@ -1,0 +1,90 @@
+"""The UI's pure presentation helpers: urgency styles, the probability chart, metrics, PNGs."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from presentation import (
+    URGENCY_STYLES,
+    decode_png,
+    headline_metrics,
+    percent,
+    probability_figure,
+    urgency_style,
+)
+
+from skindx.inference.classes import CLASS_CODES, CLASS_INFO
+
+PNG_1PX = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
+
+
+def a_prediction(predicted: str = "mel") -> dict:
+    probabilities = [
+        {"code": c, "name": CLASS_INFO[c].name, "probability": 0.4 if c == predicted else 0.1}
+        for c in CLASS_CODES
+    ]
+    info = CLASS_INFO[predicted]
+    return {
+        "predicted_class": predicted,
+        "predicted_name": info.name,
+        "confidence": 0.4,
+        "risk_group": info.risk_group,
+        "urgency": info.urgency,
+        "probabilities": probabilities,
+    }
+
+
+def test_every_urgency_the_api_can_send_has_a_distinct_style():
+    urgencies = {info.urgency for info in CLASS_INFO.values()}
+    assert urgencies <= set(URGENCY_STYLES)
+    assert len({s.color for s in URGENCY_STYLES.values()}) == len(URGENCY_STYLES)
+    assert urgency_style("critical").icon == "🚨"
+    assert urgency_style("nonsense").color == "gray"
+
+
+def test_probability_figure_shows_all_seven_classes_and_highlights_the_prediction():
+    figure = probability_figure(a_prediction("mel"))
+    bar = figure.data[0]
+    assert len(bar.y) == 7
+    assert bar.y[-1] == "Melanoma (mel)"  # sorted ascending: the largest bar is on top
+    highlighted = [y for y, c in zip(bar.y, bar.marker.color, strict=True) if c != "#90a4ae"]
+    assert highlighted == ["Melanoma (mel)"]
+    assert bar.marker.color[-1] == URGENCY_STYLES["critical"].hex
+    assert list(bar.text).count("40.0 %") == 1
+
+
+def test_percent_formats_one_decimal():
+    assert percent(0.87345) == "87.3 %"
+
+
+def test_decode_png_accepts_png_and_rejects_other_bytes():
+    assert decode_png(base64.b64encode(PNG_1PX).decode()) == PNG_1PX
+    with pytest.raises(ValueError, match="not valid base64"):
+        decode_png("not base64 !!")
+    with pytest.raises(ValueError, match="not a PNG"):
+        decode_png(base64.b64encode(b"GIF89a....").decode())
+
+
+def test_headline_metrics_picks_known_finite_numbers_in_order():
+    card = {
+        "metrics": {
+            "accuracy": 0.8,
+            "balanced_accuracy": 0.71234,
+            "ece": float("nan"),
+            "per_class": {"mel": {}},
+            "n_samples": 10,
+            "macro_f1": True,
+        }
+    }
+    assert headline_metrics(card) == [("Balanced accuracy", "0.712"), ("Accuracy", "0.800")]
+
+
+def test_headline_metrics_reads_a_test_section_and_tolerates_none():
+    assert headline_metrics({"metrics": {"test": {"accuracy": 0.5}, "val": {"accuracy": 0.9}}}) == [
+        ("Accuracy", "0.500")
+    ]
+    assert headline_metrics({"metrics": None}) == []
+    assert headline_metrics({}) == []

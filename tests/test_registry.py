@@ -1,0 +1,212 @@
+"""Registration and promotion against a real MLflow SQLite registry in a temp dir (aliases)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from skindx.config import write_params
+from skindx.export.card import write_card
+from skindx.inference import verify_package
+from skindx.registry import RegistryError, decide, promote, register_package
+
+MODEL = "skindx-resnet50"
+SCORES = {"low": 0.500, "slightly_better": 0.502, "high": 0.600}  # test balanced accuracy
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def registered(packaged_model_dir, tmp_path_factory):
+    """A store with three registered versions (v1 low, v2 slightly_better, v3 high), no alias."""
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    packages = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # MLflow puts run artifacts under ./mlruns
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        for name, score in SCORES.items():
+            pkg = shutil.copytree(packaged_model_dir, root / name)
+            card = json.loads((pkg / "model.json").read_text())
+            card["metrics"] = {"balanced_accuracy": score, "accuracy": 0.7, "per_class": {"mel": {"recall": 0.4}}}
+            write_card(card, pkg)
+            packages[name] = (pkg, register_package(pkg, MODEL, mlflow_params={"tracking_uri": uri}))
+    return root, packages
+
+
+@pytest.fixture
+def store(registered, tmp_path, monkeypatch):
+    """A fresh copy of the registry (no champion yet) for one test."""
+    root, packages = registered
+    shutil.copyfile(root / "mlflow.db", tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    return {name: pkg for name, (pkg, _) in packages.items()}, params, tmp_path
+
+
+def _promote(store, name, **kwargs):
+    packages, params, root = store
+    return promote(
+        packages[name], registered_model=MODEL, serving_dir=root / "serving" / "model",
+        log_path=root / "reports" / "promotions.jsonl", mlflow_params=params, **kwargs,
+    )
+
+
+def _client(store):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=store[1]["tracking_uri"])
+
+
+def _log(store):
+    return [json.loads(line) for line in (store[2] / "reports" / "promotions.jsonl").read_text().splitlines()]
+
+
+def test_register_tags_metrics_signature_and_stores_the_package(registered):
+    import mlflow
+    from mlflow import MlflowClient
+
+    root, packages = registered
+    pkg, reg = packages["high"]
+    assert reg.version == "3"
+    card = json.loads((pkg / "model.json").read_text())
+    assert card["version"] == "3" and card["registry"]["model_uri"] == f"models:/{MODEL}/3"
+    verify_package(pkg)  # rewriting the card kept every file hash valid
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    version = client.get_model_version(MODEL, "3")
+    assert float(version.tags["metric.balanced_accuracy"]) == pytest.approx(0.6)
+    assert float(version.tags["metric.per_class.mel.recall"]) == pytest.approx(0.4)
+    assert version.tags["onnx_sha256"] == card["files"]["model.onnx"]
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    info = mlflow.models.get_model_info(f"models:/{MODEL}/3")
+    inputs = info.signature.inputs.to_dict()
+    assert inputs[0]["name"] == "input" and inputs[0]["tensor-spec"]["shape"] == [-1, 3, 32, 32]
+    assert [o["name"] for o in info.signature.outputs.to_dict()] == ["logits", "features"]
+    artifacts = client.list_artifacts(reg.run_id, "packages/v3")
+    assert {Path(a.path).name for a in artifacts} == {
+        "model.json", "model.onnx", "weights.safetensors", "cam_head.npy",
+    }
+
+
+def test_first_candidate_is_promoted(store):
+    record = _promote(store, "low")
+    assert record["decision"] == "promoted" and "no champion" in record["reason"]
+    assert _client(store).get_model_version_by_alias(MODEL, "champion").version == "1"
+    assert verify_package(store[2] / "serving" / "model")["version"] == "1"
+    (line,) = _log(store)
+    assert line["champion"] is None and line["candidate"]["version"] == "1"
+    assert line["candidate"]["balanced_accuracy"] == 0.5 and line["time"]
+    assert _client(store).get_model_version(MODEL, "1").tags["promotion.decision"] == "promoted"
+
+
+def test_worse_candidate_is_rejected_and_serving_is_untouched(store):
+    _promote(store, "high")
+    serving = store[2] / "serving" / "model"
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in serving.iterdir()}
+    record = _promote(store, "low")
+    assert record["decision"] == "rejected"
+    assert "not better" in record["reason"] and "left unchanged" in record["reason"]
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in serving.iterdir()} == before
+    assert _client(store).get_model_version_by_alias(MODEL, "champion").version == "3"
+    first, second = _log(store)
+    assert second["champion"] == {
+        "version": "3", "run_id": second["champion"]["run_id"], "balanced_accuracy": 0.6,
+    }
+    assert second["candidate"]["balanced_accuracy"] == 0.5
+    tags = _client(store).get_model_version(MODEL, "1").tags
+    assert tags["promotion.decision"] == "rejected" and "0.6000" in tags["promotion.reason"]
+
+
+def test_min_delta_decides(store):
+    _promote(store, "low")
+    assert _promote(store, "slightly_better", min_delta=0.005)["decision"] == "rejected"
+    assert _promote(store, "slightly_better", min_delta=0.001)["decision"] == "promoted"
+    assert _client(store).get_model_version_by_alias(MODEL, "champion").version == "2"
+
+
+def test_force_promotes_a_worse_candidate(store):
+    _promote(store, "high")
+    record = _promote(store, "low", force=True)
+    assert record["decision"] == "promoted" and "promote.force" in record["reason"]
+    assert _client(store).get_model_version_by_alias(MODEL, "champion").version == "1"
+    assert verify_package(store[2] / "serving" / "model")["version"] == "1"
+
+
+def test_rerun_keeps_the_champion(store):
+    _promote(store, "high")
+    record = _promote(store, "high")
+    assert record["decision"] == "kept" and "already holds @champion" in record["reason"]
+
+
+def test_reject_restores_a_missing_serving_model_from_mlflow(store, registered):
+    _promote(store, "high")
+    shutil.rmtree(store[2] / "serving" / "model")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(registered[0])  # artifact paths in the store are absolute; reads only
+        record = _promote(store, "low")
+    assert record["decision"] == "rejected" and "restored" in record["reason"]
+    assert verify_package(store[2] / "serving" / "model")["version"] == "3"
+
+
+def test_tampered_candidate_is_refused(store, tmp_path):
+    packages, params, root = store
+    bad = shutil.copytree(packages["high"], tmp_path / "bad")
+    (bad / "weights.safetensors").write_bytes(b"tampered")
+    with pytest.raises(RegistryError, match="not intact.*weights.safetensors"):
+        promote(bad, registered_model=MODEL, serving_dir=root / "serving" / "model",
+                log_path=root / "p.jsonl", mlflow_params=params)
+    assert not (root / "serving").exists()
+
+
+def test_unregistered_package_is_refused(store, packaged_model_dir):
+    with pytest.raises(RegistryError, match="run the package stage first"):
+        promote(packaged_model_dir, registered_model=MODEL, mlflow_params=store[1],
+                serving_dir=store[2] / "s", log_path=store[2] / "p.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("candidate", "champion", "force", "expected"),
+    [
+        (0.50, None, False, True),  # champion without a recorded metric
+        (0.505, 0.50, False, True),  # exactly min_delta
+        (0.504, 0.50, False, False),
+        (0.40, 0.50, True, True),
+    ],
+)
+def test_decide(candidate, champion, force, expected):
+    decision = decide(candidate, champion, metric="balanced_accuracy", min_delta=0.005,
+                      force=force, champion_version="4")
+    assert decision.promote is expected and "balanced_accuracy" in decision.reason
+
+
+@pytest.mark.slow
+def test_promote_stage_reports_instead_of_failing(store):
+    """pipelines/promote.py: a rejection exits 0 and says why; a missing candidate exits 1
+    with one readable line and no traceback."""
+    packages, params, root = store
+    _promote(store, "high")
+    shutil.copytree(packages["low"], root / "models" / "candidate")
+    write_params({
+        "package": {"out_dir": "models/candidate", "registered_model": MODEL},
+        "promote": {"metric": "balanced_accuracy", "min_delta": 0.005, "force": False,
+                    "alias": "champion", "serving_dir": "serving/model", "log": "reports/promotions.jsonl"},
+        "mlflow": {"tracking_uri": params["tracking_uri"], "experiment": "skindx"},
+    }, root / "params.yaml")
+    env = {**os.environ, "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    run = subprocess.run([sys.executable, str(REPO / "pipelines" / "promote.py")], cwd=root,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "REJECTED" in run.stdout and "not better" in run.stdout
+    assert len(_log(store)) == 2
+    shutil.rmtree(root / "models" / "candidate")
+    run = subprocess.run([sys.executable, str(REPO / "pipelines" / "promote.py")], cwd=root,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "promote: error:" in run.stderr
+    assert "Traceback" not in run.stderr
