@@ -25,8 +25,16 @@ def tracking_uri(mlflow_params: dict[str, Any] | None = None) -> str:
     return (mlflow_params or {}).get("tracking_uri", "sqlite:///mlflow.db")
 
 
+def tracking_enabled() -> bool:
+    """SKINDX_TRACKING=off runs the stages without MLflow (e.g. on a GPU box without it)."""
+    return os.environ.get("SKINDX_TRACKING", "on").strip().lower() not in {"off", "0", "false"}
+
+
 def configure(mlflow_params: dict[str, Any] | None = None, experiment: str | None = None):
-    """Point mlflow at the project's store and select the experiment; returns the module."""
+    """Point mlflow at the project's store and select the experiment; returns the module
+    (or a `NullTracker` with the same calls when tracking is switched off)."""
+    if not tracking_enabled():
+        return NullTracker()
     # MLflow 3 otherwise checks pip requirements online when logging a model.
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     import mlflow
@@ -72,3 +80,34 @@ def pipeline_run_id(path: Path = PIPELINE_RUN_FILE) -> str | None:
         return json.loads(path.read_text())["run_id"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+class NullTracker:
+    """Stands in for the `mlflow` module when SKINDX_TRACKING=off: every call is accepted and
+    dropped, so stage code needs no branches. Runs get a local id for run.json."""
+
+    class _Run:
+        def __init__(self, run_id: str) -> None:
+            from types import SimpleNamespace
+
+            self.info = SimpleNamespace(run_id=run_id, experiment_id="none")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            return None
+
+    class _Data:
+        def __getattr__(self, _name: str):
+            return lambda *a, **k: None
+
+    data = _Data()
+
+    def start_run(self, run_id: str | None = None, **_kwargs: Any) -> NullTracker._Run:
+        import uuid
+
+        return self._Run(run_id or f"untracked-{uuid.uuid4().hex[:12]}")
+
+    def __getattr__(self, _name: str):
+        return lambda *a, **k: None
