@@ -84,7 +84,10 @@ def main() -> None:
         mlflow_params=params["mlflow"],
         run_tags=tracking.lineage_tags("package", params["profile"]),
     )
-    print(f"package: registered {reg.model_uri} (MLflow run {reg.run_id})")
+    if reg is None:
+        print("package: SKINDX_TRACKING=off, not registered in MLflow")
+    else:
+        print(f"package: registered {reg.model_uri} (MLflow run {reg.run_id})")
 
 
 if __name__ == "__main__":

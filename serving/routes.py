@@ -3,6 +3,7 @@ decoded in a bounded thread pool, then queued for batched inference."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from typing import Annotated, Any
@@ -45,7 +46,6 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "Malformed multipart body.",
         401: "Missing bearer token.",
         403: "Wrong bearer token.",
-        404: "Admin API disabled (no SKINDX_ADMIN_TOKEN).",
         409: "The new model was refused; the old one keeps serving.",
         413: "Upload, image or batch too large.",
         415: "Not a JPEG, PNG or WebP image.",
@@ -126,6 +126,27 @@ def _require_model(request: Request) -> PackagedModel:
         raise _not_ready(exc, _settings(request)) from exc
 
 
+async def _decode_or_refuse(request: Request, upload: UploadFile) -> InferenceItem | BatchItem:
+    """One file of a batch: its model input, or its refusal as a batch result."""
+    try:
+        return await _decode(request, await _read_upload(upload, _settings(request)))
+    except (ApiError, ImageDecodeError) as exc:
+        request.app.state.metrics.rejections.labels(code=exc.code).inc()
+        error = ErrorBody(detail=exc.detail, code=exc.code)
+        return BatchItem(filename=upload.filename, status_code=exc.status_code, error=error)
+
+
+def _nothing_to_classify(refusals: list[BatchItem]) -> ApiError:
+    statuses = {r.status_code for r in refusals}
+    codes = {r.error.code for r in refusals if r.error}
+    reasons = "; ".join(f"{r.filename!r}: {r.error.detail}" for r in refusals if r.error)
+    return ApiError(
+        statuses.pop() if len(statuses) == 1 else 422,
+        codes.pop() if len(codes) == 1 else "no_valid_files",
+        f"none of the {len(refusals)} files could be classified: {reasons}",
+    )
+
+
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter()
 
@@ -173,8 +194,9 @@ def build_router(settings: Settings) -> APIRouter:
         tags=["inference"],
         responses=UPLOAD_ERRORS,
         summary=f"Classify up to {settings.max_batch_files} images",
-        description="Each file gets its own result; a refused file carries its error and "
-        "status while the others are still classified.",
+        description="Each file gets its own result: a refused file carries its error and "
+        "status while the others are still classified. When no file can be classified the "
+        "whole request fails with their common status (or 422) and every file's reason.",
     )
     async def predict_batch(
         request: Request,
@@ -188,22 +210,23 @@ def build_router(settings: Settings) -> APIRouter:
                 f"{len(files)} files sent; a batch takes at most {settings.max_batch_files}",
             )
         _require_model(request)
-        results: list[BatchItem] = [BatchItem(filename=f.filename, status_code=200) for f in files]
-        accepted: dict[int, InferenceItem] = {}
-        for index, upload in enumerate(files):
-            try:
-                accepted[index] = await _decode(request, await _read_upload(upload, settings))
-            except (ApiError, ImageDecodeError) as exc:
-                results[index] = BatchItem(
-                    filename=upload.filename,
-                    status_code=exc.status_code,
-                    error=ErrorBody(detail=exc.detail, code=exc.code),
-                )
-                request.app.state.metrics.rejections.labels(code=exc.code).inc()
-        inferred = await _infer(request, list(accepted.values())) if accepted else []
-        for index, result in zip(accepted, inferred, strict=True):
-            results[index].prediction = build_prediction(result, _elapsed_ms(started))
-        version = inferred[0].model.version if inferred else None
+        outcomes = await asyncio.gather(*(_decode_or_refuse(request, f) for f in files))
+        refusals = [o for o in outcomes if isinstance(o, BatchItem)]
+        if len(refusals) == len(files):
+            raise _nothing_to_classify(refusals)
+        accepted = [o for o in outcomes if not isinstance(o, BatchItem)]
+        inferred = iter(await _infer(request, accepted))
+        results = [
+            outcome
+            if isinstance(outcome, BatchItem)
+            else BatchItem(
+                filename=upload.filename,
+                status_code=200,
+                prediction=build_prediction(next(inferred), _elapsed_ms(started)),
+            )
+            for upload, outcome in zip(files, outcomes, strict=True)
+        ]
+        version = next(r.prediction.model_version for r in results if r.prediction)
         return BatchPrediction(
             results=results, model_version=version, processing_time_ms=_elapsed_ms(started)
         )
@@ -248,7 +271,8 @@ def build_router(settings: Settings) -> APIRouter:
         "/admin/reload",
         response_model=ReloadResult,
         tags=["admin"],
-        responses=_errors(401, 403, 404, 409),
+        responses=_errors(401, 403, 409),
+        include_in_schema=bool(settings.admin_token),  # disabled: absent, like any unknown path
         summary="Load, verify and swap in the model in the model directory",
         description="Needs `Authorization: Bearer $SKINDX_ADMIN_TOKEN`; disabled (404) when "
         "the variable is unset. In-flight requests finish on the old model; a tampered or "

@@ -58,7 +58,7 @@ class BatchItem(BaseModel):
 
 class BatchPrediction(BaseModel):
     results: list[BatchItem]
-    model_version: str | None
+    model_version: str
     processing_time_ms: float = Field(ge=0.0)
 
 

@@ -106,3 +106,19 @@ def _split_seeds(node):
     elif isinstance(node, list):
         for value in node:
             yield from _split_seeds(value)
+
+
+def test_worse_experiment_is_not_promoted_and_the_log_says_why(repro):
+    """Acceptance (package issue): a retrained candidate that does not beat the champion by
+    promote.min_delta is registered but not promoted; serving/model keeps the champion."""
+    project, env, _ = repro
+    served = json.loads((project / "serving/model/model.json").read_text())["version"]
+    exp = run_dvc(
+        project, "exp", "run", "-S", "experiment=quick", "-S", "seed=1",
+        "-S", "promote.min_delta=1.0", env=env,
+    )
+    assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+    last = [json.loads(line) for line in (project / "reports/promotions.jsonl").open()][-1]
+    assert last["decision"] == "rejected" and "not better by min_delta" in last["reason"]
+    assert last["champion"]["version"] == str(served) != last["candidate"]["version"]
+    assert json.loads((project / "serving/model/model.json").read_text())["version"] == served

@@ -33,9 +33,16 @@ def registered(packaged_model_dir, tmp_path_factory):
         for name, score in SCORES.items():
             pkg = shutil.copytree(packaged_model_dir, root / name)
             card = json.loads((pkg / "model.json").read_text())
-            card["metrics"] = {"balanced_accuracy": score, "accuracy": 0.7, "per_class": {"mel": {"recall": 0.4}}}
+            card["metrics"] = {
+                "balanced_accuracy": score,
+                "accuracy": 0.7,
+                "per_class": {"mel": {"recall": 0.4}},
+            }
             write_card(card, pkg)
-            packages[name] = (pkg, register_package(pkg, MODEL, mlflow_params={"tracking_uri": uri}))
+            packages[name] = (
+                pkg,
+                register_package(pkg, MODEL, mlflow_params={"tracking_uri": uri}),
+            )
     return root, packages
 
 
@@ -53,8 +60,12 @@ def store(registered, tmp_path, monkeypatch):
 def _promote(store, name, **kwargs):
     packages, params, root = store
     return promote(
-        packages[name], registered_model=MODEL, serving_dir=root / "serving" / "model",
-        log_path=root / "reports" / "promotions.jsonl", mlflow_params=params, **kwargs,
+        packages[name],
+        registered_model=MODEL,
+        serving_dir=root / "serving" / "model",
+        log_path=root / "reports" / "promotions.jsonl",
+        mlflow_params=params,
+        **kwargs,
     )
 
 
@@ -65,7 +76,10 @@ def _client(store):
 
 
 def _log(store):
-    return [json.loads(line) for line in (store[2] / "reports" / "promotions.jsonl").read_text().splitlines()]
+    return [
+        json.loads(line)
+        for line in (store[2] / "reports" / "promotions.jsonl").read_text().splitlines()
+    ]
 
 
 def test_register_tags_metrics_signature_and_stores_the_package(registered):
@@ -86,18 +100,26 @@ def test_register_tags_metrics_signature_and_stores_the_package(registered):
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     info = mlflow.models.get_model_info(f"models:/{MODEL}/3")
     inputs = info.signature.inputs.to_dict()
-    assert inputs[0]["name"] == "input" and inputs[0]["tensor-spec"]["shape"] == [-1, 3, 32, 32]
+    assert inputs[0]["name"] == "input" and list(inputs[0]["tensor-spec"]["shape"]) == [
+        -1,
+        3,
+        32,
+        32,
+    ]
     assert [o["name"] for o in info.signature.outputs.to_dict()] == ["logits", "features"]
     artifacts = client.list_artifacts(reg.run_id, "packages/v3")
     assert {Path(a.path).name for a in artifacts} == {
-        "model.json", "model.onnx", "weights.safetensors", "cam_head.npy",
+        "model.json",
+        "model.onnx",
+        "weights.safetensors",
+        "cam_head.npy",
     }
 
 
 def test_first_candidate_is_promoted(store):
     record = _promote(store, "low")
     assert record["decision"] == "promoted" and "no champion" in record["reason"]
-    assert _client(store).get_model_version_by_alias(MODEL, "champion").version == "1"
+    assert str(_client(store).get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert verify_package(store[2] / "serving" / "model")["version"] == "1"
     (line,) = _log(store)
     assert line["champion"] is None and line["candidate"]["version"] == "1"
@@ -113,10 +135,12 @@ def test_worse_candidate_is_rejected_and_serving_is_untouched(store):
     assert record["decision"] == "rejected"
     assert "not better" in record["reason"] and "left unchanged" in record["reason"]
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in serving.iterdir()} == before
-    assert _client(store).get_model_version_by_alias(MODEL, "champion").version == "3"
+    assert str(_client(store).get_model_version_by_alias(MODEL, "champion").version) == "3"
     first, second = _log(store)
     assert second["champion"] == {
-        "version": "3", "run_id": second["champion"]["run_id"], "balanced_accuracy": 0.6,
+        "version": "3",
+        "run_id": second["champion"]["run_id"],
+        "balanced_accuracy": 0.6,
     }
     assert second["candidate"]["balanced_accuracy"] == 0.5
     tags = _client(store).get_model_version(MODEL, "1").tags
@@ -127,14 +151,14 @@ def test_min_delta_decides(store):
     _promote(store, "low")
     assert _promote(store, "slightly_better", min_delta=0.005)["decision"] == "rejected"
     assert _promote(store, "slightly_better", min_delta=0.001)["decision"] == "promoted"
-    assert _client(store).get_model_version_by_alias(MODEL, "champion").version == "2"
+    assert str(_client(store).get_model_version_by_alias(MODEL, "champion").version) == "2"
 
 
 def test_force_promotes_a_worse_candidate(store):
     _promote(store, "high")
     record = _promote(store, "low", force=True)
     assert record["decision"] == "promoted" and "promote.force" in record["reason"]
-    assert _client(store).get_model_version_by_alias(MODEL, "champion").version == "1"
+    assert str(_client(store).get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert verify_package(store[2] / "serving" / "model")["version"] == "1"
 
 
@@ -159,15 +183,25 @@ def test_tampered_candidate_is_refused(store, tmp_path):
     bad = shutil.copytree(packages["high"], tmp_path / "bad")
     (bad / "weights.safetensors").write_bytes(b"tampered")
     with pytest.raises(RegistryError, match="not intact.*weights.safetensors"):
-        promote(bad, registered_model=MODEL, serving_dir=root / "serving" / "model",
-                log_path=root / "p.jsonl", mlflow_params=params)
+        promote(
+            bad,
+            registered_model=MODEL,
+            serving_dir=root / "serving" / "model",
+            log_path=root / "p.jsonl",
+            mlflow_params=params,
+        )
     assert not (root / "serving").exists()
 
 
 def test_unregistered_package_is_refused(store, packaged_model_dir):
     with pytest.raises(RegistryError, match="run the package stage first"):
-        promote(packaged_model_dir, registered_model=MODEL, mlflow_params=store[1],
-                serving_dir=store[2] / "s", log_path=store[2] / "p.jsonl")
+        promote(
+            packaged_model_dir,
+            registered_model=MODEL,
+            mlflow_params=store[1],
+            serving_dir=store[2] / "s",
+            log_path=store[2] / "p.jsonl",
+        )
 
 
 @pytest.mark.parametrize(
@@ -180,8 +214,14 @@ def test_unregistered_package_is_refused(store, packaged_model_dir):
     ],
 )
 def test_decide(candidate, champion, force, expected):
-    decision = decide(candidate, champion, metric="balanced_accuracy", min_delta=0.005,
-                      force=force, champion_version="4")
+    decision = decide(
+        candidate,
+        champion,
+        metric="balanced_accuracy",
+        min_delta=0.005,
+        force=force,
+        champion_version="4",
+    )
     assert decision.promote is expected and "balanced_accuracy" in decision.reason
 
 
@@ -192,21 +232,67 @@ def test_promote_stage_reports_instead_of_failing(store):
     packages, params, root = store
     _promote(store, "high")
     shutil.copytree(packages["low"], root / "models" / "candidate")
-    write_params({
-        "package": {"out_dir": "models/candidate", "registered_model": MODEL},
-        "promote": {"metric": "balanced_accuracy", "min_delta": 0.005, "force": False,
-                    "alias": "champion", "serving_dir": "serving/model", "log": "reports/promotions.jsonl"},
-        "mlflow": {"tracking_uri": params["tracking_uri"], "experiment": "skindx"},
-    }, root / "params.yaml")
+    write_params(
+        {
+            "package": {"out_dir": "models/candidate", "registered_model": MODEL},
+            "promote": {
+                "metric": "balanced_accuracy",
+                "min_delta": 0.005,
+                "force": False,
+                "alias": "champion",
+                "serving_dir": "serving/model",
+                "log": "reports/promotions.jsonl",
+            },
+            "mlflow": {"tracking_uri": params["tracking_uri"], "experiment": "skindx"},
+        },
+        root / "params.yaml",
+    )
     env = {**os.environ, "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    run = subprocess.run([sys.executable, str(REPO / "pipelines" / "promote.py")], cwd=root,
-                         env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "promote.py")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "REJECTED" in run.stdout and "not better" in run.stdout
     assert len(_log(store)) == 2
     shutil.rmtree(root / "models" / "candidate")
-    run = subprocess.run([sys.executable, str(REPO / "pipelines" / "promote.py")], cwd=root,
-                         env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "promote.py")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 1 and "promote: error:" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_without_tracking_the_serving_model_is_the_champion(
+    packaged_model_dir, tmp_path, monkeypatch
+):
+    """SKINDX_TRACKING=off: no registry; the candidate is compared with serving/model's card."""
+    monkeypatch.setenv("SKINDX_TRACKING", "off")
+    packages = {}
+    for name, score in SCORES.items():
+        pkg = shutil.copytree(packaged_model_dir, tmp_path / name)
+        card = json.loads((pkg / "model.json").read_text())
+        card.update(version=name, metrics={"balanced_accuracy": score})
+        write_card(card, pkg)
+        packages[name] = pkg
+    serving, log = tmp_path / "serving", tmp_path / "promotions.jsonl"
+
+    def run(name):
+        return promote(packages[name], registered_model=MODEL, serving_dir=serving, log_path=log)
+
+    assert run("slightly_better")["decision"] == "promoted"
+    record = run("low")
+    assert record["decision"] == "rejected" and record["champion"]["version"] == "slightly_better"
+    assert run("high")["decision"] == "promoted"
+    assert verify_package(serving)["version"] == "high"
+    assert not (tmp_path / "mlflow.db").exists() and len(log.read_text().splitlines()) == 3

@@ -26,8 +26,13 @@ def test_render_template_names_every_missing_placeholder():
 
 
 def local_env(tmp_path, **extra):
-    environ = {"SKINDX_RUN_DIR": str(tmp_path / "run"), "SKINDX_DOCS_SITE": str(tmp_path / "site"),
-               "SKINDX_HTTP_PORT": str(stack.free_port()), "PATH": "/usr/bin:/bin", **extra}
+    environ = {
+        "SKINDX_RUN_DIR": str(tmp_path / "run"),
+        "SKINDX_DOCS_SITE": str(tmp_path / "site"),
+        "SKINDX_HTTP_PORT": str(stack.free_port()),
+        "PATH": "/usr/bin:/bin",
+        **extra,
+    }
     return stack.stack_environment(environ)
 
 
@@ -47,7 +52,9 @@ def test_a_broken_config_is_reported_with_nginx_own_words(tmp_path):
     prefix = tmp_path / "run" / "nginx"
     conf = stack.render_nginx(prefix, env)
     site = prefix / "conf.d" / "skindx.conf"
-    site.write_text(site.read_text().replace("client_max_body_size 10304k;", "client_max_body_size;"))
+    site.write_text(
+        site.read_text().replace("client_max_body_size 10304k;", "client_max_body_size;")
+    )
     with pytest.raises(stack.StackError, match="invalid number of arguments"):
         stack.check_nginx_config(env["SKINDX_NGINX_BIN"], conf, prefix)
 
@@ -65,7 +72,9 @@ def test_docker_flavoured_rendering_is_valid_nginx(tmp_path):
     """The image's values, with loopback addresses for the service names (Debian's nginx has no
     `resolve`: that flag needs nginx >= 1.27.3, which the image has)."""
     env = local_env(tmp_path)
-    env.update(SKINDX_RESOLVER="resolver 127.0.0.11 valid=10s ipv6=off;", SKINDX_PREDICT_RATE="5r/s")
+    env.update(
+        SKINDX_RESOLVER="resolver 127.0.0.11 valid=10s ipv6=off;", SKINDX_PREDICT_RATE="5r/s"
+    )
     prefix = tmp_path / "run" / "nginx"
     conf = stack.render_nginx(prefix, env)
     stack.check_nginx_config(env["SKINDX_NGINX_BIN"], conf, prefix)
@@ -82,17 +91,29 @@ def test_serve_on_a_busy_port_says_which(tmp_path, packaged_model_dir):
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(stack.StackError, match=f"port {port} is already in use"):
-            stack.prepare({"SKINDX_MODEL_DIR": str(packaged_model_dir),
-                           "SKINDX_RUN_DIR": str(tmp_path), "SKINDX_HTTP_PORT": str(port)})
+            stack.prepare(
+                {
+                    "SKINDX_MODEL_DIR": str(packaged_model_dir),
+                    "SKINDX_RUN_DIR": str(tmp_path),
+                    "SKINDX_HTTP_PORT": str(port),
+                }
+            )
 
 
 def test_procfile_runs_the_four_services_and_the_announcer():
-    names = [line.split(":", 1)[0] for line in (REPO_ROOT / "Procfile").read_text().splitlines()
-             if line and not line.startswith("#")]
+    names = [
+        line.split(":", 1)[0]
+        for line in (REPO_ROOT / "Procfile").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert names == ["mlflow", "api", "ui", "nginx", "ready"]
 
 
 def test_stack_module_has_a_working_help():
-    out = subprocess.run([stack.sys.executable, "-m", "skindx.stack", "--help"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [stack.sys.executable, "-m", "skindx.stack", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and "one nginx port" in out.stdout

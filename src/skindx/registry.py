@@ -97,6 +97,19 @@ def model_signature(card: dict[str, Any], features_shape: tuple[int, ...]):
     )
 
 
+def serving_requirements() -> list[str]:
+    """Pinned packages that run the logged ONNX model (what the serving image installs)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in ("onnx", "onnxruntime", "numpy"):
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pins.append(package)
+    return pins
+
+
 @dataclass(frozen=True)
 class Registration:
     name: str
@@ -112,9 +125,14 @@ def register_package(
     run_id: str | None = None,
     mlflow_params: dict[str, Any] | None = None,
     run_tags: dict[str, str] | None = None,
-) -> Registration:
-    """Log and register the package in `package_dir`; rewrites its card with the version."""
+) -> Registration | None:
+    """Log and register the package in `package_dir`; rewrites its card with the version.
+
+    Returns None (nothing logged) when tracking is off (SKINDX_TRACKING=off)."""
     import onnx
+
+    if not tracking.tracking_enabled():
+        return None
 
     from skindx.inference.model import load_packaged_model
 
@@ -143,6 +161,7 @@ def register_package(
             registered_model_name=registered_model,
             save_as_external_data=False,  # one self-contained file, as in the package
             onnx_execution_providers=["CPUExecutionProvider"],
+            pip_requirements=serving_requirements(),  # inferring them costs a subprocess
             metadata={"skindx_card_version": card["version"]},
         )
         version = str(info.registered_model_version)
@@ -267,6 +286,35 @@ def append_decision(log_path: str | Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record, sort_keys=False, default=str) + "\n")
 
 
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    value: float | None
+    run_id: str | None = None
+
+
+def registry_champion(client, registered_model: str, alias: str, metric: str) -> Champion | None:
+    """The version holding `alias`, with the metric it was tagged with at registration."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        holder = client.get_model_version_by_alias(registered_model, alias)
+    except MlflowException:
+        return None  # no alias (or no registered model) yet
+    tag = holder.tags.get(f"{METRIC_TAG_PREFIX}{metric}")
+    value = float(tag) if tag not in (None, "", "nan") else None
+    return Champion(str(holder.version), value, holder.run_id)
+
+
+def serving_champion(serving_dir: str | Path, metric: str) -> Champion | None:
+    """Without MLflow (SKINDX_TRACKING=off) the champion is whatever serving/model holds."""
+    try:
+        card = verify_package(serving_dir)
+    except ModelIntegrityError:
+        return None
+    return Champion(str(card["version"]), metric_value(card.get("metrics") or {}, metric))
+
+
 def promote(
     candidate_dir: str | Path,
     *,
@@ -280,53 +328,49 @@ def promote(
     mlflow_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Decide on the candidate package, act on it, log the decision; returns the record."""
-    from mlflow.exceptions import MlflowException
-
     try:
         card = verify_package(candidate_dir)
     except ModelIntegrityError as exc:
         raise RegistryError(f"the candidate package is not intact: {exc}") from exc
-    registry = card.get("registry") or {}
-    if registry.get("name") != registered_model or not registry.get("version"):
-        raise RegistryError(
-            f"{candidate_dir} is not a registered version of {registered_model!r} "
-            f"(card registry: {registry or 'none'}); run the package stage first."
-        )
-    version = str(registry["version"])
     value = metric_value(card.get("metrics") or {}, metric)
     if value is None:
         raise RegistryError(f"the candidate card has no test metric {metric!r} (promote.metric)")
+    registry = card.get("registry") or {}
+    tracked = tracking.tracking_enabled()
+    if tracked:
+        if registry.get("name") != registered_model or not registry.get("version"):
+            raise RegistryError(
+                f"{candidate_dir} is not a registered version of {registered_model!r} "
+                f"(card registry: {registry or 'none'}); run the package stage first."
+            )
+        version = str(registry["version"])
+        client = _client(mlflow_params)
+        champion = registry_champion(client, registered_model, alias, metric)
+    else:
+        version = str(card["version"])
+        champion = serving_champion(serving_dir, metric)
 
-    client = _client(mlflow_params)
-    try:
-        champion = client.get_model_version_by_alias(registered_model, alias)
-    except MlflowException:
-        champion = None  # no alias (or no registered model) yet
-    champion_value = None
-    if champion is not None:
-        tag = champion.tags.get(f"{METRIC_TAG_PREFIX}{metric}")
-        champion_value = float(tag) if tag not in (None, "", "nan") else None
-
-    if champion is not None and str(champion.version) == version:
+    if champion is not None and champion.version == version:
         decision, action = Decision(False, f"v{version} already holds @{alias}"), "kept"
     else:
         decision = decide(
             value,
-            champion_value,
+            champion.value if champion else None,
             metric=metric,
             min_delta=min_delta,
             force=force,
-            champion_version=str(champion.version) if champion else None,
+            champion_version=champion.version if champion else None,
         )
         action = "promoted" if decision.promote else "rejected"
 
     reason = decision.reason
     if decision.promote:
         install_package(candidate_dir, serving_dir)
-        client.set_registered_model_alias(registered_model, alias, version)
+        if tracked:
+            client.set_registered_model_alias(registered_model, alias, version)
     else:
         # serving/model must always hold the champion: rebuild it if it went missing or stale.
-        holder = version if action == "kept" else str(champion.version)
+        holder = version if action == "kept" else champion.version
         if serving_version(serving_dir) != holder:
             if action == "kept":
                 install_package(candidate_dir, serving_dir)
@@ -335,6 +379,8 @@ def promote(
             reason += f"; {serving_dir} did not hold v{holder} and was restored"
         else:
             reason += f"; {serving_dir} left unchanged"
+    if not tracked:
+        reason += " (SKINDX_TRACKING=off: compared with serving/model, no registry alias)"
 
     record = {
         "time": now_iso(),
@@ -355,16 +401,18 @@ def promote(
         },
         "champion": None
         if champion is None
-        else {"version": str(champion.version), "run_id": champion.run_id, metric: champion_value},
+        else {"version": champion.version, "run_id": champion.run_id, metric: champion.value},
         "serving_dir": str(serving_dir),
         "serving_version": serving_version(serving_dir),
+        "registry": tracking.tracking_uri(mlflow_params) if tracked else None,
     }
     append_decision(log_path, record)
-    for key, val in (
-        ("promotion.decision", action),
-        ("promotion.reason", reason[:4000]),
-        ("promotion.time", record["time"]),
-        ("promotion.champion_version", record["champion"]["version"] if champion else "none"),
-    ):
-        client.set_model_version_tag(registered_model, version, key, val)
+    if tracked:
+        for key, val in (
+            ("promotion.decision", action),
+            ("promotion.reason", reason[:4000]),
+            ("promotion.time", record["time"]),
+            ("promotion.champion_version", champion.version if champion else "none"),
+        ):
+            client.set_model_version_tag(registered_model, version, key, val)
     return record

@@ -30,7 +30,11 @@ def make_kaggle_layout(src: Path, dest: Path, *, tab: bool = False) -> Path:
         meta.to_csv(dest / "HAM10000_metadata.csv", index=False)
     half = len(meta) // 2
     for i, image_id in enumerate(meta["image_id"]):
-        parts = ["HAM10000_images_part_1", "ham10000_images_part_1"] if i < half else ["HAM10000_images_part_2"]
+        parts = (
+            ["HAM10000_images_part_1", "ham10000_images_part_1"]
+            if i < half
+            else ["HAM10000_images_part_2"]
+        )
         for part in parts:
             (dest / part).mkdir(exist_ok=True)
             shutil.copyfile(src / "images" / f"{image_id}.jpg", dest / part / f"{image_id}.jpg")
@@ -44,15 +48,24 @@ def make_isic2018_layout(src: Path, dest: Path, *, groupings: bool = True) -> Pa
     for code in CLASS_CODES:
         truth[code.upper()] = (meta["dx"] == code).astype(float)
     (dest / "ISIC2018_Task3_Training_GroundTruth").mkdir(parents=True)
-    truth.to_csv(dest / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv", index=False)
+    truth.to_csv(
+        dest / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv",
+        index=False,
+    )
     if groupings:
-        spelled = {"histo": "histopathology", "follow_up": "serial imaging showing no change",
-                   "consensus": "single image expert consensus",
-                   "confocal": "confocal microscopy with consistent histopathology"}
-        pd.DataFrame({
-            "image": meta["image_id"], "lesion_id": meta["lesion_id"],
-            "diagnosis_confirm_type": meta["dx_type"].map(spelled),
-        }).to_csv(dest / "ISIC2018_Task3_Training_LesionGroupings.csv", index=False)
+        spelled = {
+            "histo": "histopathology",
+            "follow_up": "serial imaging showing no change",
+            "consensus": "single image expert consensus",
+            "confocal": "confocal microscopy with consistent histopathology",
+        }
+        pd.DataFrame(
+            {
+                "image": meta["image_id"],
+                "lesion_id": meta["lesion_id"],
+                "diagnosis_confirm_type": meta["dx_type"].map(spelled),
+            }
+        ).to_csv(dest / "ISIC2018_Task3_Training_LesionGroupings.csv", index=False)
     images = dest / "ISIC2018_Task3_Training_Input"
     images.mkdir()
     for image_id in meta["image_id"]:

@@ -26,7 +26,9 @@ def test_array_matches_resize_to_contract(fullres_images: list[Path], tmp_path: 
 
 
 def test_empty_split_gives_an_empty_array(tmp_path: Path):
-    out = write_image_array([], PreprocessingContract(input_size=16), tmp_path / "e.npy", progress=False)
+    out = write_image_array(
+        [], PreprocessingContract(input_size=16), tmp_path / "e.npy", progress=False
+    )
     assert np.load(out).shape == (0, 16, 16, 3)
 
 
@@ -34,4 +36,6 @@ def test_undecodable_image_is_a_data_error(fullres_images: list[Path], tmp_path:
     broken = tmp_path / "ISIC_0000000.jpg"
     broken.write_bytes(fullres_images[0].read_bytes()[:500])
     with pytest.raises(DataError, match="ISIC_0000000.jpg"):
-        write_image_array([broken], PreprocessingContract(input_size=16), tmp_path / "b.npy", progress=False)
+        write_image_array(
+            [broken], PreprocessingContract(input_size=16), tmp_path / "b.npy", progress=False
+        )

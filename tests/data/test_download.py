@@ -100,39 +100,67 @@ def sha(data: bytes) -> str:
 
 def test_download_verifies_and_renames(server: FileServer, image_zip: bytes, tmp_path: Path):
     server.files["/a.zip"] = image_zip
-    dest = download(f"{server.url}/a.zip", tmp_path / "a.zip", size=len(image_zip),
-                    sha256=sha(image_zip), progress=False)
+    dest = download(
+        f"{server.url}/a.zip",
+        tmp_path / "a.zip",
+        size=len(image_zip),
+        sha256=sha(image_zip),
+        progress=False,
+    )
     assert dest.read_bytes() == image_zip
     assert not (tmp_path / "a.zip.part").exists()
 
 
-def test_partial_download_is_resumed_with_a_range_request(server: FileServer, image_zip: bytes, tmp_path: Path):
+def test_partial_download_is_resumed_with_a_range_request(
+    server: FileServer, image_zip: bytes, tmp_path: Path
+):
     server.files["/a.zip"] = image_zip
     half = len(image_zip) // 2
     (tmp_path / "a.zip.part").write_bytes(image_zip[:half])
-    dest = download(f"{server.url}/a.zip", tmp_path / "a.zip", size=len(image_zip),
-                    sha256=sha(image_zip), progress=False)
+    dest = download(
+        f"{server.url}/a.zip",
+        tmp_path / "a.zip",
+        size=len(image_zip),
+        sha256=sha(image_zip),
+        progress=False,
+    )
     assert dest.read_bytes() == image_zip
-    assert server.requests == [{"path": "/a.zip", "range": f"bytes={half}-", "sent": len(image_zip) - half}]
+    assert server.requests == [
+        {"path": "/a.zip", "range": f"bytes={half}-", "sent": len(image_zip) - half}
+    ]
 
 
-def test_server_that_ignores_ranges_makes_the_download_start_over(server: FileServer, image_zip: bytes, tmp_path: Path):
+def test_server_that_ignores_ranges_makes_the_download_start_over(
+    server: FileServer, image_zip: bytes, tmp_path: Path
+):
     server.files["/a.zip"] = image_zip
     server.honour_range = False
     (tmp_path / "a.zip.part").write_bytes(b"stale bytes from another file")
-    dest = download(f"{server.url}/a.zip", tmp_path / "a.zip", sha256=sha(image_zip), progress=False)
+    dest = download(
+        f"{server.url}/a.zip", tmp_path / "a.zip", sha256=sha(image_zip), progress=False
+    )
     assert dest.read_bytes() == image_zip
     assert server.requests[0]["sent"] == len(image_zip)
 
 
-def test_complete_part_file_is_verified_without_refetching(server: FileServer, image_zip: bytes, tmp_path: Path):
+def test_complete_part_file_is_verified_without_refetching(
+    server: FileServer, image_zip: bytes, tmp_path: Path
+):
     server.files["/a.zip"] = image_zip
     (tmp_path / "a.zip.part").write_bytes(image_zip)
-    download(f"{server.url}/a.zip", tmp_path / "a.zip", size=len(image_zip), sha256=sha(image_zip), progress=False)
+    download(
+        f"{server.url}/a.zip",
+        tmp_path / "a.zip",
+        size=len(image_zip),
+        sha256=sha(image_zip),
+        progress=False,
+    )
     assert server.requests == []  # the size says it is complete; only the checksum is checked
 
 
-def test_checksum_mismatch_is_an_error_and_removes_the_corrupt_file(server: FileServer, image_zip: bytes, tmp_path: Path):
+def test_checksum_mismatch_is_an_error_and_removes_the_corrupt_file(
+    server: FileServer, image_zip: bytes, tmp_path: Path
+):
     server.files["/a.zip"] = image_zip
     with pytest.raises(DownloadError, match="sha256 mismatch") as info:
         download(f"{server.url}/a.zip", tmp_path / "a.zip", sha256="0" * 64, progress=False)
@@ -172,20 +200,28 @@ def test_extract_zip_once_and_reject_unsafe_paths(image_zip: bytes, tmp_path: Pa
     assert not (tmp_path / "escape.txt").exists()
 
 
-def test_fetch_all_isic2018_archives_then_read_them(server: FileServer, fullres_dir: Path, tmp_path: Path):
+def test_fetch_all_isic2018_archives_then_read_them(
+    server: FileServer, fullres_dir: Path, tmp_path: Path
+):
     """The whole download path of ingest: three ISIC 2018 archives -> an isic2018 source."""
     layout = make_isic2018_layout(fullres_dir, tmp_path / "isic")
     files = {
         "/ISIC2018_Task3_Training_Input.zip": zip_folder(layout / "ISIC2018_Task3_Training_Input"),
-        "/ISIC2018_Task3_Training_GroundTruth.zip": zip_folder(layout / "ISIC2018_Task3_Training_GroundTruth"),
-        "/ISIC2018_Task3_Training_LesionGroupings.csv": (layout / "ISIC2018_Task3_Training_LesionGroupings.csv").read_bytes(),
+        "/ISIC2018_Task3_Training_GroundTruth.zip": zip_folder(
+            layout / "ISIC2018_Task3_Training_GroundTruth"
+        ),
+        "/ISIC2018_Task3_Training_LesionGroupings.csv": (
+            layout / "ISIC2018_Task3_Training_LesionGroupings.csv"
+        ).read_bytes(),
     }
     server.files.update(files)
     params = {
         "dir": str(tmp_path / "downloads"),
         "archives": {
             name: {"url": server.url + path, "size": len(body), "sha256": sha(body)}
-            for name, (path, body) in zip(["images", "ground_truth", "lesion_groupings"], files.items(), strict=True)
+            for name, (path, body) in zip(
+                ["images", "ground_truth", "lesion_groupings"], files.items(), strict=True
+            )
         },
     }
     folder = materialize(ResolvedSource("download"), params, progress=False)
@@ -197,10 +233,14 @@ def test_fetch_all_isic2018_archives_then_read_them(server: FileServer, fullres_
     assert server.requests == []
 
 
-def test_data_source_url_is_downloaded_and_extracted(server: FileServer, fullres_dir: Path, tmp_path: Path):
+def test_data_source_url_is_downloaded_and_extracted(
+    server: FileServer, fullres_dir: Path, tmp_path: Path
+):
     server.files["/ham.zip"] = zip_folder(fullres_dir)
     folder = materialize(
-        ResolvedSource("data.source", url=f"{server.url}/ham.zip"), {"dir": str(tmp_path / "dl")}, progress=False
+        ResolvedSource("data.source", url=f"{server.url}/ham.zip"),
+        {"dir": str(tmp_path / "dl")},
+        progress=False,
     )
     assert read_source(folder).layout == "flat"
     assert fetch(Archive("x", f"{server.url}/ham.zip"), tmp_path / "dl", progress=False) == folder

@@ -29,7 +29,9 @@ def test_raw_layout_matches_the_contract(raw_sample: Path, fullres_dir: Path):
         assert data == (fullres_dir / "images" / f"{row.image_id}.jpg").read_bytes()
     manifest = json.loads((raw_sample / "manifest.json").read_text())
     assert manifest["layout"] == "flat" and manifest["n_images"] == 70 == manifest["n_rows"]
-    assert manifest["counts"] == {code: 10 for code in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")}
+    assert manifest["counts"] == {
+        code: 10 for code in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+    }
     assert manifest["data_hash"] == compute_data_hash(meta)
     assert {"source", "created"} <= set(manifest)
 
@@ -38,12 +40,18 @@ def test_every_layout_gives_the_same_data_hash(raw_sample: Path, fullres_dir: Pa
     """Same images, labels and lesions -> same hash, whichever layout they came in."""
     expected = json.loads((raw_sample / "manifest.json").read_text())["data_hash"]
     for name, make in (("kaggle", make_kaggle_layout), ("isic", make_isic2018_layout)):
-        manifest = ingest(read_source(make(fullres_dir, tmp_path / name)), tmp_path / f"raw_{name}", progress=False)
+        manifest = ingest(
+            read_source(make(fullres_dir, tmp_path / name)),
+            tmp_path / f"raw_{name}",
+            progress=False,
+        )
         assert manifest["data_hash"] == expected, name
 
 
 def test_data_hash_changes_with_a_label():
-    meta = pd.DataFrame({"image_id": ["a", "b"], "sha256": ["1", "2"], "dx": ["nv", "mel"], "lesion_id": ["x", "y"]})
+    meta = pd.DataFrame(
+        {"image_id": ["a", "b"], "sha256": ["1", "2"], "dx": ["nv", "mel"], "lesion_id": ["x", "y"]}
+    )
     assert compute_data_hash(meta) == compute_data_hash(meta.iloc[::-1])  # order-free
     changed = meta.assign(dx=["nv", "nv"])
     assert compute_data_hash(changed) != compute_data_hash(meta)
@@ -61,7 +69,9 @@ def test_reingest_replaces_previous_output(fullres_dir: Path, tmp_path: Path):
 @pytest.fixture(scope="module")
 def stage_project(tmp_path_factory) -> Path:
     project = tmp_path_factory.mktemp("ingest_project")
-    write_params(compose_config(["experiment=quick"], conf_dir=REPO_ROOT / "conf"), project / "params.yaml")
+    write_params(
+        compose_config(["experiment=quick"], conf_dir=REPO_ROOT / "conf"), project / "params.yaml"
+    )
     return project
 
 
@@ -74,7 +84,11 @@ def run_ingest(project: Path, source: str):
     }
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "pipelines" / "ingest.py")],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

@@ -17,10 +17,14 @@ from skindx.inference.preprocessing import PreprocessingContract, resize_to_cont
 from tests.data.conftest import CLASSES
 
 DATA = {
-    "classes": CLASSES, "split": {"train": 0.7, "val": 0.15, "test": 0.15, "seed": 3},
-    "image_size": 32, "resize_policy": "shorter_side_center_crop",
-    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-    "max_per_class": None, "train_max_per_class": None,
+    "classes": CLASSES,
+    "split": {"train": 0.7, "val": 0.15, "test": 0.15, "seed": 3},
+    "image_size": 32,
+    "resize_policy": "shorter_side_center_crop",
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "max_per_class": None,
+    "train_max_per_class": None,
 }
 
 
@@ -46,7 +50,9 @@ def test_arrays_labels_and_split_csvs_agree(outputs, raw_sample: Path):
         np.testing.assert_array_equal(labels, table["label"].to_numpy())
         assert [CLASSES[i] for i in labels] == list(table["dx"])
         first = table.iloc[0]
-        expected = resize_to_contract(Image.open(raw_sample / "images" / f"{first.image_id}.jpg"), contract)
+        expected = resize_to_contract(
+            Image.open(raw_sample / "images" / f"{first.image_id}.jpg"), contract
+        )
         np.testing.assert_array_equal(images[0], expected)
         assert set(table["dx"]) == set(CLASSES)
         assert seen.isdisjoint(table["lesion_id"])
@@ -77,7 +83,9 @@ def test_caps_apply_by_class_and_train_cap_spares_val_and_test(ham_dir: Path):
     full = make_splits(meta, DATA)
     capped = make_splits(meta, {**DATA, "train_max_per_class": 200})
     for split in ("val", "test"):
-        assert set(capped[capped["split"] == split]["image_id"]) == set(full[full["split"] == split]["image_id"])
+        assert set(capped[capped["split"] == split]["image_id"]) == set(
+            full[full["split"] == split]["image_id"]
+        )
     assert capped[capped["split"] == "train"]["dx"].value_counts().max() <= 200
     small = make_splits(meta, {**DATA, "max_per_class": 10})
     assert (small["dx"].value_counts() <= 10).all()
@@ -88,7 +96,9 @@ def test_refuses_data_that_failed_validation(tmp_path: Path):
     summary = tmp_path / "summary.json"
     with pytest.raises(DataError, match="run the validate stage"):
         require_validated(summary)
-    summary.write_text(json.dumps({"success": False, "failed": [{"description": "every image exists"}]}))
+    summary.write_text(
+        json.dumps({"success": False, "failed": [{"description": "every image exists"}]})
+    )
     with pytest.raises(DataError, match="every image exists"):
         require_validated(summary)
     summary.write_text(json.dumps({"success": True}))

@@ -38,7 +38,11 @@ def test_every_image_gets_a_split(meta, split):
 
 
 def test_no_lesion_is_in_two_splits(meta, split):
-    per_lesion = pd.DataFrame({"lesion": meta["lesion_id"], "split": split}).groupby("lesion")["split"].nunique()
+    per_lesion = (
+        pd.DataFrame({"lesion": meta["lesion_id"], "split": split})
+        .groupby("lesion")["split"]
+        .nunique()
+    )
     assert (per_lesion == 1).all()
 
 
@@ -86,7 +90,11 @@ def test_class_with_too_few_lesions_is_a_clear_error(meta):
 
 
 def test_split_fractions_must_sum_to_one():
-    assert split_fractions({"train": 0.8, "val": 0.1, "test": 0.1}) == {"train": 0.8, "val": 0.1, "test": 0.1}
+    assert split_fractions({"train": 0.8, "val": 0.1, "test": 0.1}) == {
+        "train": 0.8,
+        "val": 0.1,
+        "test": 0.1,
+    }
     with pytest.raises(DataError, match="sum to 1"):
         split_fractions({"train": 0.8, "val": 0.3, "test": 0.1})
 

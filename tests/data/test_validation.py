@@ -109,8 +109,16 @@ CORRUPTIONS = {
     "truncated JPEG": (corrupt_truncated_jpeg, "every image decodes", "truncated"),
     "missing file": (corrupt_missing_file, "every image exists", "file not found"),
     "grayscale image": (corrupt_grayscale, "every image is RGB", "image_mode=L"),
-    "image too small": (corrupt_too_small, "at least 64 px on its shorter side", "image_min_side=60"),
-    "byte-identical duplicate": (corrupt_byte_identical_duplicate, "byte-identical duplicate", None),
+    "image too small": (
+        corrupt_too_small,
+        "at least 64 px on its shorter side",
+        "image_min_side=60",
+    ),
+    "byte-identical duplicate": (
+        corrupt_byte_identical_duplicate,
+        "byte-identical duplicate",
+        None,
+    ),
     "malformed lesion_id": (corrupt_lesion_id, r"lesion_id matches HAM_\d{7}", "lesion-60"),
 }
 
@@ -132,20 +140,31 @@ def test_each_corruption_is_named_with_the_offending_row(name: str, source: Path
 
 def test_all_corruptions_at_once_fail_the_stage_naming_each(source: Path, tmp_path: Path):
     """The validate stage itself: non-zero exit, each failure and its example named, no traceback."""
-    ids = {name: CORRUPTIONS[name][0](source) for name in
-           ("unknown dx", "duplicated image_id", "truncated JPEG", "missing file")}
+    ids = {
+        name: CORRUPTIONS[name][0](source)
+        for name in ("unknown dx", "duplicated image_id", "truncated JPEG", "missing file")
+    }
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
     ingest(read_source(source), project / "data" / "raw", progress=False)
     params = {
         "data": {"raw_dir": "data/raw", "classes": CLASSES},
-        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "data_experiment": "skindx-data"},
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "data_experiment": "skindx-data",
+        },
     }
     (project / "params.yaml").write_text(json.dumps(params))  # JSON is YAML
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "pipelines" / "validate.py")],
-        cwd=project, capture_output=True, text=True, timeout=300,
-        env={"PATH": str(Path(sys.executable).parent), "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true"},
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "PATH": str(Path(sys.executable).parent),
+            "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
+        },
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -157,6 +176,20 @@ def test_all_corruptions_at_once_fail_the_stage_naming_each(source: Path, tmp_pa
     summary = json.loads((project / "reports/validation/summary.json").read_text())
     assert summary["success"] is False and summary["n_failed"] == 4
     assert (project / "reports/validation/data_docs/index.html").exists()
+
+
+def test_duplicate_image_within_one_lesion_is_a_warning(source: Path, tmp_path: Path):
+    """HAM10000 itself has two such pairs (e.g. ISIC_0024366 = ISIC_0029861, one lesion)."""
+    meta = read_metadata_csv(source)
+    copy = meta.iloc[[7]].assign(image_id="ISIC_9999999")
+    pd.concat([meta, copy]).to_csv(source / "HAM10000_metadata.csv", index=False)
+    original = source / "images" / f"{meta.loc[7, 'image_id']}.jpg"
+    (source / "images" / "ISIC_9999999.jpg").write_bytes(original.read_bytes())
+    report = ingest_and_validate(source, tmp_path)
+    assert report.success, report.format()
+    [warning] = report.warnings
+    assert warning.description == "no image is a byte-identical duplicate of another"
+    assert {e["image_id"] for e in warning.examples} == {"ISIC_9999999", meta.loc[7, "image_id"]}
 
 
 def test_demographic_problems_are_warnings_not_failures(source: Path, tmp_path: Path):
@@ -186,7 +219,11 @@ def test_missing_column_is_named(source: Path, tmp_path: Path):
     assert "column lesion_id is present" in report.failure_message()
 
 
-def test_isic2018_layout_skips_the_demographic_checks_it_cannot_have(fullres_dir: Path, tmp_path: Path):
+def test_isic2018_layout_skips_the_demographic_checks_it_cannot_have(
+    fullres_dir: Path, tmp_path: Path
+):
     report = ingest_and_validate(make_isic2018_layout(fullres_dir, tmp_path / "isic"), tmp_path)
     assert report.success, report.format()
-    assert len(report.skipped) == 4 and all("no age" in s or "no sex" in s or "no localization" in s for s in report.skipped)
+    assert len(report.skipped) == 4 and all(
+        "no age" in s or "no sex" in s or "no localization" in s for s in report.skipped
+    )

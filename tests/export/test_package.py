@@ -16,9 +16,21 @@ from skindx.export.parity import ParityError
 from skindx.inference import CLASS_CODES, PreprocessingContract, verify_package
 
 CARD_KEYS = {
-    "name", "version", "created", "classes", "preprocessing", "temperature", "metrics",
-    "lineage", "files", "outputs", "cam", "intended_use", "not_a_medical_device",
-    "training_data", "limitations",
+    "name",
+    "version",
+    "created",
+    "classes",
+    "preprocessing",
+    "temperature",
+    "metrics",
+    "lineage",
+    "files",
+    "outputs",
+    "cam",
+    "intended_use",
+    "not_a_medical_device",
+    "training_data",
+    "limitations",
 }
 
 
@@ -105,6 +117,8 @@ def test_failed_parity_writes_nothing(untrained_model_factory, tmp_path, monkeyp
     (out / "previous.txt").write_text("old package")
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     with pytest.raises(ParityError):
-        build_package(untrained_model_factory(), PreprocessingContract(32), out, parity_images=images)
+        build_package(
+            untrained_model_factory(), PreprocessingContract(32), out, parity_images=images
+        )
     assert [p.name for p in out.iterdir()] == ["previous.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["candidate"]  # no staging dir left behind

@@ -44,8 +44,12 @@ def test_wrong_normalisation_is_caught(untrained_model_factory, real_images, tmp
     model = untrained_model_factory()
     path = tmp_path / "broken.onnx"
     torch.onnx.export(
-        DoubleNormalised(model).eval(), (torch.zeros(1, 3, 32, 32),), str(path), dynamo=False,
-        input_names=["input"], output_names=["logits", "features"],
+        DoubleNormalised(model).eval(),
+        (torch.zeros(1, 3, 32, 32),),
+        str(path),
+        dynamo=False,
+        input_names=["input"],
+        output_names=["logits", "features"],
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
     )
     with pytest.raises(ParityError, match=r"does not match torch: max \|p_torch - p_onnx\|"):

@@ -81,7 +81,9 @@ def test_torch_evaluate_path_and_inference_agree_on_fullres_images(
     images = np.stack([resize_to_contract(Image.open(p), served.contract) for p in fullres_images])
     torch_model = build_model("resnet18", num_classes=7, weights="none")
     torch_model.load_state_dict(load_file(str(packaged_model_dir / "weights.safetensors")))
-    torch_probs = softmax(predict_logits(torch_model, images, served.contract, 32), served.temperature)
+    torch_probs = softmax(
+        predict_logits(torch_model, images, served.contract, 32), served.temperature
+    )
     onnx_probs = served.predict_proba(images)
     assert np.abs(torch_probs - onnx_probs).max() <= 1e-4
     assert len(set(onnx_probs.argmax(axis=1))) > 1, "degenerate model: the comparison is weak"

@@ -206,6 +206,22 @@ def test_batch_classifies_each_file_and_reports_bad_ones(server: Server, corpus,
     )
 
 
+def test_batch_where_no_file_is_an_image_fails_as_a_whole(server: Server, corpus):
+    files = [
+        ("files", ("a.gif", corpus["gif"].data, "image/gif")),
+        ("files", ("b.svg", corpus["svg"].data, "image/svg+xml")),
+    ]
+    with server.client() as client:
+        same = client.post("/predict/batch", files=files)
+        files.append(("files", ("c.jpg", b"", "image/jpeg")))
+        mixed = client.post("/predict/batch", files=files)
+    assert same.status_code == 415, same.text
+    assert same.json()["code"] == "unsupported_media_type"
+    assert "'a.gif'" in same.json()["detail"] and "SVG" in same.json()["detail"]
+    assert mixed.status_code == 422 and mixed.json()["code"] == "no_valid_files"
+    assert "'c.jpg': the uploaded file is empty" in mixed.json()["detail"]
+
+
 def test_batch_with_too_many_files_is_413(server: Server, corpus):
     tiny = corpus["webp"].data
     files = [("files", (f"{i}.webp", tiny, "image/webp")) for i in range(17)]

@@ -178,7 +178,7 @@ def broken_copy(src: Path, dest: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("make_bad", "reason"),
-    [(tampered_copy, "sha256"), (broken_copy, "")],
+    [(tampered_copy, "sha256"), (broken_copy, "onnx")],
     ids=["tampered", "broken"],
 )
 def test_reload_refuses_a_bad_model_and_keeps_serving(

@@ -19,7 +19,7 @@ MODEL = {"arch": "resnet18", "num_classes": 7, "dropout": 0.2, "weights": "none"
 
 
 def make_trainer(processed_dir, out_dir, *, cls=Trainer, callbacks=(), model=MODEL, **train):
-    config = TrainConfig.from_params({"batch_size": 16, "max_steps_per_epoch": 2, **train}, seed=7)
+    config = TrainConfig.from_params({"batch_size": 16, "max_steps_per_epoch": 1, **train}, seed=7)
     seed_everything(config.seed)
     _, weights = load_class_weights(processed_dir)
     return cls(

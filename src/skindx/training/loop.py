@@ -107,16 +107,21 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def available_cpus() -> int:
+def cpu_threads() -> int:
+    """OMP_NUM_THREADS when the user set it (e.g. on a shared machine, where more threads than
+    free cores makes every step wait on the slowest one), else every core this process may use."""
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    if requested.isdigit() and int(requested) > 0:
+        return int(requested)
     try:
-        return len(os.sched_getaffinity(0))  # the cores this process may use (containers)
+        return len(os.sched_getaffinity(0))  # respects container CPU sets, unlike cpu_count()
     except AttributeError:
         return os.cpu_count() or 1
 
 
 def configure_runtime(device: torch.device) -> None:
     if device.type == "cpu":
-        torch.set_num_threads(available_cpus())
+        torch.set_num_threads(cpu_threads())
         torch.use_deterministic_algorithms(True, warn_only=True)
     else:
         # speed over bit-exactness on GPU: autotuned kernels and TF32 matmuls

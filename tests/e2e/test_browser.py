@@ -1,0 +1,159 @@
+"""A real user in headless Chromium (Debian's chromium + chromedriver, driven by Selenium):
+upload, Analyze, read the result; and the two ways a wrong file is refused."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.e2e.conftest import SCREENSHOT_DIR
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+RESULT_TIMEOUT_S = 90
+
+
+@pytest.fixture
+def browser(tmp_path) -> Iterator[WebDriver]:
+    for binary in (CHROMIUM, CHROMEDRIVER):
+        if not Path(binary).exists():
+            pytest.fail(f"{binary} is missing: run `make system-deps`")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(flag)
+    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: WebDriver, timeout: float = RESULT_TIMEOUT_S) -> WebDriverWait:
+    return WebDriverWait(driver, timeout)
+
+
+def open_app(driver: WebDriver, url: str) -> None:
+    driver.get(url)
+    wait(driver).until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
+
+
+def upload(driver: WebDriver, path: Path) -> None:
+    driver.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(path))
+
+
+def click_analyze(driver: WebDriver) -> None:
+    button = wait(driver).until(
+        EC.element_to_be_clickable((By.XPATH, "//button[normalize-space(.)='Analyze']"))
+    )
+    button.click()
+
+
+def text_of(driver: WebDriver, css: str) -> str:
+    return "\n".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+
+
+def save_screenshot(driver: WebDriver, name: str) -> Path:
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOT_DIR / name
+    driver.save_screenshot(str(path))
+    return path
+
+
+def test_analyze_shows_prediction_chart_and_gradcam(stack, browser, fullres_images):
+    image = fullres_images[0]
+    with stack.client() as client:
+        expected = client.post(
+            "predict", files={"file": (image.name, image.read_bytes(), "image/jpeg")}
+        ).json()
+
+    open_app(browser, stack.url)
+    assert "Not a medical device" in browser.find_element(By.TAG_NAME, "body").text
+    upload(browser, image)
+    wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, "img[alt='Preview']")))
+    click_analyze(browser)
+
+    try:
+        wait(browser).until(
+            EC.text_to_be_present_in_element((By.CSS_SELECTOR, "h3"), expected["predicted_name"])
+        )
+        chart = wait(browser).until(
+            EC.visibility_of_element_located((By.CSS_SELECTOR, ".js-plotly-plot"))
+        )
+        cam = wait(browser).until(
+            EC.visibility_of_element_located((By.CSS_SELECTOR, "img[alt='Grad-CAM overlay']"))
+        )
+        wait(browser).until(lambda d: d.execute_script("return arguments[0].naturalWidth", cam) > 0)
+    finally:
+        shot = save_screenshot(browser, "analyze.png")
+
+    assert f"class code {expected['predicted_class']}" in text_of(
+        browser, "[data-testid=stCaptionContainer]"
+    )
+    bars = chart.find_elements(By.CSS_SELECTOR, ".bars .point")
+    assert len(bars) == 7
+    assert browser.find_element(By.CSS_SELECTOR, "img[alt='Uploaded image']").is_displayed()
+    assert "test-1" in text_of(browser, "[data-testid=stSidebar]")  # model version from /model
+    assert shot.stat().st_size > 10_000
+
+
+def test_a_text_file_is_refused_with_a_clear_message(stack, browser, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("these are notes, not a skin image\n")
+    disguised = tmp_path / "notes.jpg"
+    shutil.copyfile(notes, disguised)
+    with stack.client() as client:
+        api_detail = client.post(
+            "predict", files={"file": (disguised.name, disguised.read_bytes(), "image/jpeg")}
+        ).json()["detail"]
+
+    open_app(browser, stack.url)
+    # by extension: the uploader itself refuses it
+    upload(browser, notes)
+    try:
+        wait(browser, 30).until(
+            EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "not allowed")
+        )
+    except TimeoutException:
+        save_screenshot(browser, "rejected-txt.png")
+        raise
+    assert not browser.find_elements(By.XPATH, "//button[normalize-space(.)='Analyze']")
+
+    # by content: a text file named .jpg reaches the API, whose own message is shown
+    open_app(browser, stack.url)
+    upload(browser, disguised)
+    click_analyze(browser)
+    try:
+        alert = wait(browser).until(
+            EC.visibility_of_element_located(
+                (By.XPATH, "//*[@data-testid='stAlertContentError'][contains(., 'rejected')]")
+            )
+        )
+    finally:
+        save_screenshot(browser, "rejected.png")
+    assert alert.text.strip().endswith(f"The image was rejected: {api_detail}")

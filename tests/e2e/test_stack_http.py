@@ -1,0 +1,127 @@
+"""The stack through its one nginx port, with httpx: routing, limits, headers, hidden endpoints."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import pytest
+
+from skindx.inference.classes import CLASS_CODES, CLASS_INFO
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "SAMEORIGIN",
+    "content-security-policy": "frame-ancestors 'self'",
+    "referrer-policy": "strict-origin-when-cross-origin",
+}
+
+
+@pytest.mark.parametrize(
+    "path, marker",
+    [
+        ("health", '"status":"ok"'),
+        ("ready", '"status":"ready"'),
+        ("api-docs", "swagger"),
+        ("openapi.json", '"/predict"'),
+        ("model", '"version":"test-1"'),
+        ("mlflow/", "<html"),
+        ("docs/", "SkinDX docs"),
+        ("docs/contracts.html", "Contracts between the pieces"),
+        ("", "<title>Streamlit</title>"),
+    ],
+)
+def test_every_route_answers_through_nginx(stack, path, marker):
+    with stack.client() as client:
+        response = client.get(path)
+    assert response.status_code == 200, response.text[:300]
+    assert marker.lower() in response.text.lower().replace(": ", ":")
+
+
+def test_mlflow_ui_assets_load_under_the_static_prefix(stack):
+    with stack.client() as client:
+        index = client.get("mlflow/").text
+        assets = re.findall(r'(?:src|href)="(?:\./|/mlflow/)?(static-files/[^"]+\.js)"', index)
+        assert assets, index[:500]
+        assert client.get(f"mlflow/{assets[0]}").status_code == 200
+        assert client.get("mlflow").headers.get("location", "").endswith("/mlflow/")
+
+
+def test_predict_classifies_a_full_resolution_sample(stack, fullres_images):
+    image = fullres_images[-1]
+    with stack.client() as client:
+        response = client.post(
+            "predict", files={"file": (image.name, image.read_bytes(), "image/jpeg")}
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["predicted_class"] in CLASS_CODES
+    assert body["predicted_name"] == CLASS_INFO[body["predicted_class"]].name
+    assert abs(sum(p["probability"] for p in body["probabilities"]) - 1) < 1e-4
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value
+
+
+def test_an_11_mb_upload_is_refused_by_nginx_before_the_api(stack):
+    api_log_lines = stack.log().count("api.1")
+    with stack.client() as client:
+        response = client.post(
+            "predict", files={"file": ("big.jpg", b"\xff" * (11 * 1024 * 1024), "image/jpeg")}
+        )
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "request body too large: uploads are limited to 10 MB per file",
+        "code": "request_too_large",
+    }
+    time.sleep(1)
+    new_api_lines = stack.log().split("api.1")[api_log_lines + 1 :]
+    assert not any("POST /predict" in line for line in new_api_lines)  # never reached the API
+
+
+@pytest.mark.parametrize("path", ["metrics", "admin/reload", "admin", "_stcore/metrics"])
+def test_internal_endpoints_are_not_exposed(stack, path):
+    with stack.client() as client:
+        assert client.get(path).status_code == 404
+        assert client.post(path).status_code == 404
+    if path == "metrics":  # nginx hides it: the API itself does serve it
+        assert httpx.get(f"{stack.upstream('api')}/metrics", timeout=10).status_code == 200
+
+
+def test_ui_sets_a_sticky_session_cookie_once(stack):
+    with stack.client() as client:
+        first = client.get("")
+        cookie = first.cookies.get("skindx_ui")
+        assert cookie and re.fullmatch(r"[0-9a-f]{32}", cookie)
+        assert "HttpOnly" in first.headers["set-cookie"]
+        second = client.get("")
+        assert "set-cookie" not in second.headers  # the browser already has it
+        for name, value in SECURITY_HEADERS.items():
+            assert second.headers.get(name) == value
+
+
+def test_streamlit_websocket_upgrade_passes_through(stack):
+    host = stack.url.split("//")[1].rstrip("/")
+    headers = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Origin": f"http://{host}",
+    }
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream("GET", f"{stack.url}_stcore/stream", headers=headers) as response,
+    ):
+        assert response.status_code == 101
+        assert response.headers["upgrade"].lower() == "websocket"
+
+
+def test_prediction_routes_are_rate_limited(stack):
+    """Run last in this module: it spends the client's burst, then waits for it to refill."""
+    with stack.client() as client:
+        statuses = [client.post("predict").status_code for _ in range(40)]
+    assert 429 in statuses and 422 in statuses  # the API answered some, nginx refused the rest
+    time.sleep(3)  # 10 r/s refills the burst for the tests that follow

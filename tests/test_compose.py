@@ -1,0 +1,160 @@
+"""docker-compose.yml and the Dockerfiles, checked without a Docker engine: Debian's
+docker-compose (v1) validates the file, and every COPY source must exist in its build context."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+LONG_RUNNING = ("mlflow", "api", "ui", "nginx")
+
+
+def docker_compose(*args: str, compose_file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.fail("docker-compose is not installed: run `make system-deps`")
+    return subprocess.run(
+        [binary, "-f", str(compose_file), "--project-directory", str(REPO_ROOT), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},  # no SKINDX_* from the caller
+    )
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    """The resolved configuration (defaults interpolated), trainer profile included."""
+    result = docker_compose("--profile", "train", "config")
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_file_is_valid():
+    result = docker_compose("config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_validator_does_catch_mistakes(tmp_path):
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE_FILE.read_text().replace("service_healthy", "service_happy", 1))
+    result = docker_compose("config", "-q", compose_file=broken)
+    assert result.returncode != 0 and "service_happy" in result.stderr
+
+
+def test_nginx_is_the_only_published_port(compose):
+    published = {name for name, svc in compose["services"].items() if svc.get("ports")}
+    assert published == {"nginx"}
+    assert [
+        p["target"] if isinstance(p, dict) else p for p in compose["services"]["nginx"]["ports"]
+    ]
+
+
+def test_services_have_healthchecks_restart_policies_and_wait_for_health(compose):
+    services = compose["services"]
+    for name in LONG_RUNNING:
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        assert services[name].get("restart") == "unless-stopped", name
+        assert services[name].get("cap_drop") == ["ALL"], name
+    assert set(services["nginx"]["depends_on"]) == {"api", "ui", "mlflow"}
+    for name, svc in services.items():
+        for dependency, spec in (svc.get("depends_on") or {}).items():
+            assert spec["condition"] == "service_healthy", f"{name} -> {dependency}"
+
+
+def test_api_can_be_scaled(compose):
+    api = compose["services"]["api"]
+    assert "container_name" not in api and "ports" not in api  # `--scale api=3` needs both absent
+    assert "resolver 127.0.0.11" in (REPO_ROOT / "nginx" / "Dockerfile").read_text()
+
+
+def test_mlflow_keeps_its_store_and_artifacts_on_volumes_and_serves_under_mlflow(compose):
+    mlflow = compose["services"]["mlflow"]
+    targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in mlflow["volumes"]}
+    assert {"/mlflow/db", "/mlflow/artifacts"} <= targets
+    cmd = dockerfile_instructions(REPO_ROOT / "docker" / "mlflow.Dockerfile")["CMD"][-1]
+    assert '"--static-prefix", "/mlflow"' in cmd and "sqlite:////mlflow/db/" in cmd
+
+
+def test_trainer_runs_dvc_repro_against_mlflow_under_a_profile(compose):
+    trainer = compose["services"]["trainer"]
+    assert trainer["profiles"] == ["train"]
+    assert trainer["command"] == ["dvc", "repro"]
+    assert trainer["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000/mlflow"
+    assert trainer["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert not trainer["user"].startswith(("0:", "root"))
+
+
+# --- Dockerfiles ---------------------------------------------------------------------------
+
+
+def dockerfile_instructions(path: Path) -> dict[str, list[str]]:
+    """INSTRUCTION -> argument strings, in order (continuation lines joined, comments dropped)."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            found.setdefault(keyword.upper(), []).append(rest.strip())
+    return found
+
+
+def copy_sources(argument: str) -> list[str] | None:
+    """The source paths of one COPY (None for COPY --from=<stage>)."""
+    words = json.loads(argument) if argument.startswith("[") else argument.split()
+    if any(w.startswith("--from=") for w in words):
+        return None
+    paths = [w for w in words if not w.startswith("--")]
+    return paths[:-1]
+
+
+def dockerignore_patterns(context: Path) -> list[str]:
+    ignore = context / ".dockerignore"
+    if not ignore.exists():
+        return []
+    return [
+        p.strip().rstrip("/")
+        for p in ignore.read_text().splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
+
+
+def build_specs() -> list[tuple[str, Path, Path]]:
+    spec = yaml.safe_load(COMPOSE_FILE.read_text())
+    out = []
+    for name, svc in spec["services"].items():
+        build = svc["build"] if isinstance(svc["build"], dict) else {"context": svc["build"]}
+        context = (REPO_ROOT / build["context"]).resolve()
+        out.append((name, context, context / build.get("dockerfile", "Dockerfile")))
+    return out
+
+
+@pytest.mark.parametrize("service, context, dockerfile", build_specs(), ids=lambda v: str(v))
+def test_dockerfile_copies_only_files_that_exist_and_runs_as_non_root(service, context, dockerfile):
+    assert dockerfile.is_file(), f"{service}: {dockerfile.relative_to(REPO_ROOT)} is missing"
+    instructions = dockerfile_instructions(dockerfile)
+    ignored = dockerignore_patterns(context)
+    copies = [s for arg in instructions.get("COPY", []) if (s := copy_sources(arg)) is not None]
+    assert instructions.get("FROM"), f"{service}: {dockerfile.name} has no FROM"
+    for sources in copies:
+        for source in sources:
+            assert list(context.glob(source.rstrip("/"))), (
+                f"{service}: COPY {source} not in {context}"
+            )
+            top = source.strip("/").split("/")[0]
+            assert not any(fnmatch.fnmatch(top, p) for p in ignored), (
+                f"{service}: COPY {source} is excluded by .dockerignore"
+            )
+    users = instructions.get("USER", [])
+    assert users and users[-1].split(":")[0] not in ("root", "0"), f"{service} runs as root"
