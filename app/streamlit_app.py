@@ -21,7 +21,6 @@ from presentation import (
 
 API_URL = os.environ.get("API_URL", "http://127.0.0.1:8000")
 MAX_UPLOAD_MB = 10  # the API's limit, so that users hear it here first
-ACCEPTED_TYPES = ["jpg", "jpeg", "png", "webp"]
 DISCLAIMER = (
     "**Not a medical device.** SkinDX is a research and teaching demo. It has not been "
     "clinically validated and must not be used to diagnose, treat or rule out any disease. "
@@ -112,7 +111,9 @@ show_model_sidebar()
 
 uploaded = st.file_uploader(
     f"Dermatoscopic image (JPEG, PNG or WebP, up to {MAX_UPLOAD_MB} MB)",
-    type=ACCEPTED_TYPES,
+    # no type filter: Streamlit would refuse other files with only an icon; the API reads the
+    # bytes and says exactly what is wrong
+    type=None,
     max_upload_size=MAX_UPLOAD_MB,
 )
 if uploaded is None:
@@ -122,7 +123,10 @@ if uploaded is None:
 
 original = preview(uploaded)
 if original is None:
-    st.warning("This file cannot be previewed; the analysis service will check it.")
+    st.warning(
+        f"{uploaded.name} cannot be shown as an image here. Analyze sends it to the analysis "
+        "service, which will say what is wrong with it."
+    )
 else:
     st.image(original, caption=uploaded.name, width=320, alt="Preview")
 

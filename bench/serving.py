@@ -1,6 +1,7 @@
 """Serving benchmark: this API (ONNX Runtime, micro-batching) against a reference-style server
-(FastAPI whose `async def` endpoint runs a torch eager model synchronously, one image at a
-time), both on loopback and on the same promoted model, with real full-resolution images.
+(bench/reference_server.py: FastAPI whose `async def` endpoint runs a torch eager model
+synchronously, one image at a time), both on loopback and on the same promoted model, with
+real full-resolution images.
 
     python bench/serving.py                       # serving/model, writes bench/results/serving.json
     python bench/serving.py --model-dir models/candidate --requests 400
@@ -31,50 +32,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "ham10000-fullres-sample" / "images"
 TARGETS = {"p50_speedup_1_client": 2.0, "throughput_ratio_16_clients": 3.0, "errors": 0}
-
-
-# --- the reference-style baseline server (run as: bench/serving.py baseline ...) ------------
-def baseline_app(model_dir: Path):
-    """FastAPI + torch eager, inference inline in the async endpoint, one image per call."""
-    import io
-
-    import torch
-    from fastapi import FastAPI, File, UploadFile
-    from PIL import Image
-
-    from skindx.inference import preprocess
-    from skindx.inference.model import WEIGHTS_FILE, read_card, softmax
-    from skindx.inference.preprocessing import PreprocessingContract
-    from skindx.models import build_model, read_state_dict
-
-    card = read_card(model_dir)
-    contract = PreprocessingContract.from_dict(card["preprocessing"])
-    arch = card.get("architecture", {}).get("arch", "resnet50")
-    model = build_model(arch, num_classes=len(card["classes"]), weights="none")
-    model.load_state_dict(read_state_dict(model_dir / WEIGHTS_FILE), strict=True)
-    model.eval()
-    codes = [c["code"] for c in card["classes"]]
-    app = FastAPI()
-
-    @app.get("/ready")
-    async def ready() -> dict:
-        return {"status": "ready"}
-
-    @app.post("/predict")
-    async def predict(file: UploadFile = File(...)) -> dict:  # noqa: B008 (reference style)
-        image = Image.open(io.BytesIO(await file.read())).convert("RGB")
-        with torch.no_grad():
-            logits = model(torch.from_numpy(preprocess([image], contract))).numpy()
-        probs = softmax(logits, float(card.get("temperature") or 1.0))[0]
-        return {"predicted_class": codes[int(probs.argmax())], "probabilities": probs.tolist()}
-
-    return app
-
-
-def serve_baseline(model_dir: Path, port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(baseline_app(model_dir), host="127.0.0.1", port=port, log_level="warning")
 
 
 # --- running both servers ------------------------------------------------------------------
@@ -176,21 +133,16 @@ def agreement(api: str, baseline: str, images: list[bytes]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "baseline"])
     parser.add_argument("--model-dir", type=Path, default=ROOT / "serving" / "model")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--requests", type=int, default=320, help="requests at N clients")
-    parser.add_argument("--requests-single", type=int, default=100, help="requests at 1 client")
+    parser.add_argument("--requests", type=int, default=192, help="requests at N clients")
+    parser.add_argument("--requests-single", type=int, default=60, help="requests at 1 client")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--port", type=int, default=0, help="baseline mode: port to serve on")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = parser.parse_args()
     model_dir = args.model_dir.resolve()
 
-    if args.mode == "baseline":
-        serve_baseline(model_dir, args.port)
-        return
     if not (model_dir / "model.json").is_file():
         raise SystemExit(f"no packaged model in {model_dir}: run `make repro` or pass --model-dir")
     images = [p.read_bytes() for p in sorted(args.images.glob("*.jpg"))]
@@ -214,8 +166,7 @@ def main() -> None:
     ]
     baseline_cmd = [
         sys.executable,
-        str(Path(__file__).resolve()),
-        "baseline",
+        str(Path(__file__).with_name("reference_server.py")),
         "--model-dir",
         str(model_dir),
         "--port",

@@ -1,5 +1,5 @@
-"""The HTTP endpoints. Uploads are size-capped by the route's body limit before they are read,
-decoded in a bounded thread pool, then queued for batched inference."""
+"""The HTTP endpoints. Uploads arrive size-capped (BodyLimitMiddleware), are sniffed and decoded
+in a bounded thread pool, then queued for batched inference."""
 
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ def _not_ready(exc: Exception, settings: Settings) -> ApiError:
 
 
 async def _read_upload(upload: UploadFile, settings: Settings) -> bytes:
-    # The route's body limit already stopped oversized requests while streaming; this catches
-    # one oversized file within a batch.
+    # BodyLimitMiddleware already stopped oversized requests while streaming; this catches one
+    # oversized file within a batch (whose request cap is files x the file limit).
     data = await upload.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise ApiError(

@@ -151,8 +151,10 @@ def make_processed_dir(src: Path, dest: Path, size: int = 32, per_split=PROCESSE
     counts = {}
     for split, split_rows in picked.items():
         images = np.stack(
-            [resize_to_contract(Image.open(src / "images" / f"{r['image_id']}.jpg"), contract)
-             for r in split_rows]
+            [
+                resize_to_contract(Image.open(src / "images" / f"{r['image_id']}.jpg"), contract)
+                for r in split_rows
+            ]
         )
         np.save(dest / f"{split}_images.npy", images)
         np.save(dest / f"{split}_labels.npy", np.array([r["label"] for r in split_rows], np.int64))

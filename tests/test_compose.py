@@ -45,6 +45,15 @@ def test_compose_file_is_valid():
     assert result.returncode == 0, result.stderr
 
 
+def test_dockerignore_rules_follow_docker_semantics():
+    patterns = ["*", "!serving/", "serving/Dockerfile*", "!src/skindx/inference/"]
+    assert not is_ignored("serving/requirements.txt", patterns)
+    assert is_ignored("serving/Dockerfile", patterns)
+    assert is_ignored("README.md", patterns)
+    assert not is_ignored("src/skindx/inference/", patterns)
+    assert is_ignored("src/skindx/models/x.py", patterns)
+
+
 def test_the_validator_does_catch_mistakes(tmp_path):
     broken = tmp_path / "docker-compose.yml"
     broken.write_text(COMPOSE_FILE.read_text().replace("service_healthy", "service_happy", 1))
@@ -119,15 +128,28 @@ def copy_sources(argument: str) -> list[str] | None:
     return paths[:-1]
 
 
-def dockerignore_patterns(context: Path) -> list[str]:
-    ignore = context / ".dockerignore"
+def dockerignore_patterns(context: Path, dockerfile: Path) -> list[str]:
+    """BuildKit's ignore file: <Dockerfile>.dockerignore beside the Dockerfile, else the
+    context's .dockerignore."""
+    own = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    ignore = own if own.exists() else context / ".dockerignore"
     if not ignore.exists():
         return []
-    return [
-        p.strip().rstrip("/")
-        for p in ignore.read_text().splitlines()
-        if p.strip() and not p.startswith("#")
-    ]
+    lines = (line.strip() for line in ignore.read_text().splitlines())
+    return [line.rstrip("/") for line in lines if line and not line.startswith("#")]
+
+
+def is_ignored(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    parts = path.strip("/").split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        if any(fnmatch.fnmatch(c, pattern) for c in candidates):
+            ignored = not negated
+    return ignored
 
 
 def build_specs() -> list[tuple[str, Path, Path]]:
@@ -144,7 +166,7 @@ def build_specs() -> list[tuple[str, Path, Path]]:
 def test_dockerfile_copies_only_files_that_exist_and_runs_as_non_root(service, context, dockerfile):
     assert dockerfile.is_file(), f"{service}: {dockerfile.relative_to(REPO_ROOT)} is missing"
     instructions = dockerfile_instructions(dockerfile)
-    ignored = dockerignore_patterns(context)
+    ignored = dockerignore_patterns(context, dockerfile)
     copies = [s for arg in instructions.get("COPY", []) if (s := copy_sources(arg)) is not None]
     assert instructions.get("FROM"), f"{service}: {dockerfile.name} has no FROM"
     for sources in copies:
@@ -152,9 +174,6 @@ def test_dockerfile_copies_only_files_that_exist_and_runs_as_non_root(service, c
             assert list(context.glob(source.rstrip("/"))), (
                 f"{service}: COPY {source} not in {context}"
             )
-            top = source.strip("/").split("/")[0]
-            assert not any(fnmatch.fnmatch(top, p) for p in ignored), (
-                f"{service}: COPY {source} is excluded by .dockerignore"
-            )
+            assert not is_ignored(source, ignored), f"{service}: .dockerignore drops {source}"
     users = instructions.get("USER", [])
     assert users and users[-1].split(":")[0] not in ("root", "0"), f"{service} runs as root"

@@ -114,8 +114,16 @@ def test_worse_experiment_is_not_promoted_and_the_log_says_why(repro):
     project, env, _ = repro
     served = json.loads((project / "serving/model/model.json").read_text())["version"]
     exp = run_dvc(
-        project, "exp", "run", "-S", "experiment=quick", "-S", "seed=1",
-        "-S", "promote.min_delta=1.0", env=env,
+        project,
+        "exp",
+        "run",
+        "-S",
+        "experiment=quick",
+        "-S",
+        "seed=1",
+        "-S",
+        "promote.min_delta=1.0",
+        env=env,
     )
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
     last = [json.loads(line) for line in (project / "reports/promotions.jsonl").open()][-1]

@@ -69,7 +69,7 @@ def test_a_rejected_file_shows_the_apis_message(monkeypatch, api_server):
 
     at = open_app(monkeypatch, api_server.url)
     at.file_uploader[0].set_value(("notes.jpg", b"plain text, not an image\n", "image/jpeg")).run()
-    assert "cannot be previewed" in at.warning[1].value
+    assert "notes.jpg cannot be shown as an image" in at.warning[1].value
     at.button[0].click().run()
 
     assert [e.value for e in at.error] == [f"The image was rejected: {api_detail}"]

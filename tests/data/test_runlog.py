@@ -58,3 +58,11 @@ def test_tracking_failure_warns_and_does_not_fail_the_stage(project: Path, capsy
     params = {"mlflow": {"tracking_uri": f"sqlite:///{project / 'blocker' / 'store.db'}"}}
     assert log_data_run("ingest", params, metrics={"n": 1}) is None
     assert "could not log to MLflow" in capsys.readouterr().err
+
+
+def test_tracking_switched_off_logs_nothing(project: Path, monkeypatch, capsys):
+    uri = f"sqlite:///{project / 'store.db'}"
+    monkeypatch.setenv("SKINDX_TRACKING", "off")
+    assert log_data_run("ingest", {"mlflow": {"tracking_uri": uri}}, metrics={"n": 1}) is None
+    assert "tracking is off" in capsys.readouterr().out
+    assert not (project / "store.db").exists()

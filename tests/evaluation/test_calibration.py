@@ -22,7 +22,9 @@ def _overconfident(seed: int, n: int = 3000, factor: float = 3.0):
 def test_nll_matches_scikit_learn():
     logits, labels = _overconfident(0, n=200)
     assert nll(logits, labels) == pytest.approx(log_loss(labels, softmax(logits), labels=range(7)))
-    assert nll(logits, labels, 2.0) == pytest.approx(log_loss(labels, softmax(logits, 2.0), labels=range(7)))
+    assert nll(logits, labels, 2.0) == pytest.approx(
+        log_loss(labels, softmax(logits, 2.0), labels=range(7))
+    )
 
 
 @pytest.mark.parametrize("factor", [3.0, 0.5])
@@ -38,10 +40,13 @@ def test_calibration_lowers_ece_and_nll_on_held_out_data():
     assert result.temperature > 1.5
     assert result.ece_after < result.ece_before / 2
     assert result.nll_after < result.nll_before
-    assert result.ece_before == pytest.approx(expected_calibration_error(test_labels, softmax(test_logits)))
+    assert result.ece_before == pytest.approx(
+        expected_calibration_error(test_labels, softmax(test_logits))
+    )
     # same argmax, so accuracy and balanced accuracy do not change
     np.testing.assert_array_equal(
-        softmax(test_logits).argmax(1), softmax(test_logits, result.temperature).argmax(1))
+        softmax(test_logits).argmax(1), softmax(test_logits, result.temperature).argmax(1)
+    )
 
 
 def test_empty_validation_is_an_error():

@@ -87,7 +87,9 @@ def test_against_scikit_learn(seed):
     np.testing.assert_allclose(ours["recall"], r)
     np.testing.assert_allclose(ours["f1"], f)
     np.testing.assert_array_equal(ours["support"], s)
-    np.testing.assert_array_equal(confusion_matrix(y, pred, 7), skm.confusion_matrix(y, pred, labels=range(7)))
+    np.testing.assert_array_equal(
+        confusion_matrix(y, pred, 7), skm.confusion_matrix(y, pred, labels=range(7))
+    )
     for c in range(7):
         # seed 2: scores rounded to one decimal, so that many are tied
         scores = np.round(probs[:, c], 1) if seed == 2 else probs[:, c]
@@ -98,7 +100,8 @@ def test_against_scikit_learn(seed):
         np.testing.assert_allclose(tpr[1:], sk_tpr[1:])
     report = classification_report(y, probs, CLASSES)
     assert report["roc_auc_macro"] == pytest.approx(
-        skm.roc_auc_score(y, probs, multi_class="ovr", average="macro"))
+        skm.roc_auc_score(y, probs, multi_class="ovr", average="macro")
+    )
 
 
 def test_classes_missing_from_the_truth_are_left_out_like_scikit_learn():

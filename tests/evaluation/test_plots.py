@@ -31,12 +31,14 @@ def test_plot_data_files(tmp_path):
     confusion = _rows(tmp_path / "confusion.csv")
     assert len(confusion) == len(y)
     assert confusion[0]["actual"] == "akiec" and confusion[0]["predicted"] in CLASSES
-    assert sum(r["actual"] == r["predicted"] for r in confusion) == int((probs.argmax(1) == y).sum())
+    assert sum(r["actual"] == r["predicted"] for r in confusion) == int(
+        (probs.argmax(1) == y).sum()
+    )
     for code in CLASSES:
         roc = _rows(tmp_path / "roc" / f"{code}.csv")
         assert (float(roc[0]["fpr"]), float(roc[0]["tpr"])) == (0.0, 0.0)
         assert (float(roc[-1]["fpr"]), float(roc[-1]["tpr"])) == (1.0, 1.0)
-        assert all(float(a["fpr"]) <= float(b["fpr"]) for a, b in zip(roc, roc[1:]))
+        assert all(float(a["fpr"]) <= float(b["fpr"]) for a, b in zip(roc, roc[1:], strict=False))
     for variant in ("uncalibrated", "calibrated"):
         table = _rows(tmp_path / "reliability" / f"{variant}.csv")
         assert sum(int(r["count"]) for r in table) == len(y)
@@ -44,8 +46,9 @@ def test_plot_data_files(tmp_path):
 
 def test_figures_are_png(tmp_path):
     y, probs, calibrated = _case()
-    paths = save_figures(tmp_path, y, probs, calibrated, CLASSES, temperature=2.0,
-                         ece_before=0.1, ece_after=0.05)
+    paths = save_figures(
+        tmp_path, y, probs, calibrated, CLASSES, temperature=2.0, ece_before=0.1, ece_after=0.05
+    )
     assert sorted(p.name for p in paths) == ["confusion_matrix.png", "reliability.png", "roc.png"]
     for path in paths:
         with Image.open(path) as image:

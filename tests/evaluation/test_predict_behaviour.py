@@ -18,8 +18,10 @@ CONTRACT = PreprocessingContract(input_size=32)
 @pytest.fixture(scope="module")
 def images_labels(processed_dir):
     splits = [load_split(processed_dir, s) for s in ("train", "val", "test")]
-    return (np.concatenate([np.asarray(s.images) for s in splits]),
-            np.concatenate([s.labels for s in splits]))
+    return (
+        np.concatenate([np.asarray(s.images) for s in splits]),
+        np.concatenate([s.labels for s in splits]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def model(images_labels):
     net.train()
     with torch.no_grad():
         for start in range(0, 64, 16):
-            net(torch.from_numpy(normalize(images_labels[0][start:start + 16], CONTRACT)))
+            net(torch.from_numpy(normalize(images_labels[0][start : start + 16], CONTRACT)))
     return net.eval()
 
 
@@ -39,12 +41,16 @@ def test_logits_are_the_models_output_on_the_contract_input(model, images_labels
     images = images_labels[0][:10]
     with torch.no_grad():
         direct = model(torch.from_numpy(normalize(images, CONTRACT))).numpy()
-    np.testing.assert_allclose(predict_logits(model, images, CONTRACT, batch_size=4), direct, atol=1e-5)
+    np.testing.assert_allclose(
+        predict_logits(model, images, CONTRACT, batch_size=4), direct, atol=1e-5
+    )
 
 
 def test_predictions_do_not_depend_on_batch_composition(model, images_labels):
     images = images_labels[0][:24]
-    alone = np.concatenate([predict_logits(model, images[i:i + 1], CONTRACT, 1) for i in range(len(images))])
+    alone = np.concatenate(
+        [predict_logits(model, images[i : i + 1], CONTRACT, 1) for i in range(len(images))]
+    )
     batched = predict_logits(model, images, CONTRACT, batch_size=24)
     order = np.random.default_rng(0).permutation(len(images))
     shuffled = predict_logits(model, images[order], CONTRACT, batch_size=7)

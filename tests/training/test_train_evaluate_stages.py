@@ -19,8 +19,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _stage(project: Path, script: str, env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "pipelines" / script), *args], cwd=project, env=env,
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, str(REPO / "pipelines" / script), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -29,7 +33,8 @@ def project(processed_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("stages")
     shutil.copytree(processed_dir, root / "data" / "processed")
     params = compose_config(
-        ["experiment=quick", "train.epochs=2", "train.max_steps_per_epoch=2"], conf_dir=REPO / "conf"
+        ["experiment=quick", "train.epochs=2", "train.max_steps_per_epoch=2"],
+        conf_dir=REPO / "conf",
     )
     write_params(params, root / "params.yaml")
     return root
@@ -39,8 +44,12 @@ def project(processed_dir, tmp_path_factory):
 def env(project):
     import os
 
-    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-            "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true", "OMP_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+        "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 @pytest.mark.slow
@@ -65,8 +74,16 @@ def test_train_then_evaluate_share_one_mlflow_run(project, env):
     evaluated = _stage(project, "evaluate.py", env)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     metrics = json.loads((project / "reports/metrics.json").read_text())
-    for key in ("balanced_accuracy", "accuracy", "macro_f1", "roc_auc_macro",
-                "melanoma_sensitivity", "ece_before", "ece_after", "temperature"):
+    for key in (
+        "balanced_accuracy",
+        "accuracy",
+        "macro_f1",
+        "roc_auc_macro",
+        "melanoma_sensitivity",
+        "ece_before",
+        "ece_after",
+        "temperature",
+    ):
         assert isinstance(metrics[key], float), key
     assert set(metrics["per_class"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"}
     temperature = json.loads((project / "reports/calibration/temperature.json").read_text())
@@ -75,7 +92,10 @@ def test_train_then_evaluate_share_one_mlflow_run(project, env):
     assert len((plots / "confusion.csv").read_text().splitlines()) == 1 + 21
     assert len(list((plots / "roc").glob("*.csv"))) == 7
     assert {p.name for p in (plots / "images").glob("*.png")} == {
-        "confusion_matrix.png", "roc.png", "reliability.png"}
+        "confusion_matrix.png",
+        "roc.png",
+        "reliability.png",
+    }
 
     import mlflow
     from mlflow import MlflowClient
@@ -96,4 +116,6 @@ def test_train_then_evaluate_share_one_mlflow_run(project, env):
     assert run.data.metrics["test_balanced_accuracy"] == pytest.approx(metrics["balanced_accuracy"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation/figures")}
     assert "evaluation/figures/roc.png" in artifacts
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/best.pt"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == [
+        "checkpoint/best.pt"
+    ]

@@ -11,7 +11,9 @@ from skindx.training.augment import AugmentConfig, BatchTransform
 from skindx.training.data import SplitArrays, load_class_weights, load_split, make_loader
 
 CONTRACT = PreprocessingContract(input_size=32)
-NO_AUGMENT = AugmentConfig(hflip=False, vflip=False, rot90=False, random_resized_crop_scale=None, color_jitter=0.0)
+NO_AUGMENT = AugmentConfig(
+    hflip=False, vflip=False, rot90=False, random_resized_crop_scale=None, color_jitter=0.0
+)
 
 
 def test_load_split_is_memory_mapped(processed_dir):
@@ -64,8 +66,13 @@ def test_sampler_balances_classes():
     weights = (1 / counts) / (1 / counts).mean()
     gen = torch.Generator().manual_seed(0)
     drawn = torch.cat(
-        [b[1] for _ in range(20) for b in make_loader(split, 10, train=True, imbalance="sampler",
-                                                      class_weights=weights, generator=gen)]
+        [
+            b[1]
+            for _ in range(20)
+            for b in make_loader(
+                split, 10, train=True, imbalance="sampler", class_weights=weights, generator=gen
+            )
+        ]
     )
     share_minority = (drawn == 1).float().mean().item()
     assert 0.4 < share_minority < 0.6  # 0.1 without the sampler
@@ -113,22 +120,51 @@ def _candidates(image: torch.Tensor, ops) -> list[torch.Tensor]:
 @pytest.mark.parametrize(
     ("config", "ops"),
     [
-        (AugmentConfig(hflip=True, vflip=False, rot90=False, random_resized_crop_scale=None, color_jitter=0.0),
-         [lambda x: x, lambda x: x.flip(-1)]),
-        (AugmentConfig(hflip=False, vflip=True, rot90=False, random_resized_crop_scale=None, color_jitter=0.0),
-         [lambda x: x, lambda x: x.flip(-2)]),
-        (AugmentConfig(hflip=False, vflip=False, rot90=True, random_resized_crop_scale=None, color_jitter=0.0),
-         [lambda x, k=k: torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]),
+        (
+            AugmentConfig(
+                hflip=True,
+                vflip=False,
+                rot90=False,
+                random_resized_crop_scale=None,
+                color_jitter=0.0,
+            ),
+            [lambda x: x, lambda x: x.flip(-1)],
+        ),
+        (
+            AugmentConfig(
+                hflip=False,
+                vflip=True,
+                rot90=False,
+                random_resized_crop_scale=None,
+                color_jitter=0.0,
+            ),
+            [lambda x: x, lambda x: x.flip(-2)],
+        ),
+        (
+            AugmentConfig(
+                hflip=False,
+                vflip=False,
+                rot90=True,
+                random_resized_crop_scale=None,
+                color_jitter=0.0,
+            ),
+            [lambda x, k=k: torch.rot90(x, k, dims=(-2, -1)) for k in range(4)],
+        ),
     ],
     ids=["hflip", "vflip", "rot90"],
 )
 def test_flips_and_rotations_are_exact(batch, config, ops):
     plain = BatchTransform(CONTRACT, NO_AUGMENT)(batch, train=False)
-    out = BatchTransform(CONTRACT, config)(batch, train=True, generator=torch.Generator().manual_seed(0))
+    out = BatchTransform(CONTRACT, config)(
+        batch, train=True, generator=torch.Generator().manual_seed(0)
+    )
     used = set()
     for i in range(len(batch)):
-        matches = [j for j, cand in enumerate(_candidates(plain[i], ops))
-                   if torch.allclose(out[i], cand, atol=1e-5)]
+        matches = [
+            j
+            for j, cand in enumerate(_candidates(plain[i], ops))
+            if torch.allclose(out[i], cand, atol=1e-5)
+        ]
         assert matches, f"image {i} is not an exact flip/rotation of the input"
         used.add(matches[0])
     assert len(used) > 1  # the random choice does vary over a batch

@@ -12,7 +12,7 @@ from skindx.inference import PreprocessingContract
 from skindx.models import build_model
 from skindx.training.checkpoint import cpu_state_copy, load_checkpoint, load_model_from_checkpoint
 from skindx.training.data import load_class_weights, load_split
-from skindx.training.loop import Trainer, TrainConfig, make_scheduler, seed_everything
+from skindx.training.loop import TrainConfig, Trainer, make_scheduler, seed_everything
 
 CONTRACT = PreprocessingContract(input_size=32)
 MODEL = {"arch": "resnet18", "num_classes": 7, "dropout": 0.2, "weights": "none"}
@@ -23,9 +23,16 @@ def make_trainer(processed_dir, out_dir, *, cls=Trainer, callbacks=(), model=MOD
     seed_everything(config.seed)
     _, weights = load_class_weights(processed_dir)
     return cls(
-        build_model(**model), load_split(processed_dir, "train"), load_split(processed_dir, "val"),
-        CONTRACT, config, class_weights=weights, out_dir=out_dir,
-        run_config={"model": dict(model)}, callbacks=callbacks, progress=False,
+        build_model(**model),
+        load_split(processed_dir, "train"),
+        load_split(processed_dir, "val"),
+        CONTRACT,
+        config,
+        class_weights=weights,
+        out_dir=out_dir,
+        run_config={"model": dict(model)},
+        callbacks=callbacks,
+        progress=False,
     )
 
 
@@ -53,7 +60,9 @@ def test_best_checkpoint_holds_the_best_epoch_not_the_last(processed_dir, tmp_pa
     def snapshot(row, trainer):
         snapshots[row["epoch"]] = cpu_state_copy(trainer.model)
 
-    trainer = make_trainer(processed_dir, tmp_path, cls=ScriptedValidation, callbacks=[snapshot], epochs=3)
+    trainer = make_trainer(
+        processed_dir, tmp_path, cls=ScriptedValidation, callbacks=[snapshot], epochs=3
+    )
     result = trainer.fit()
     assert result.best_epoch == 2 and result.best_metric == pytest.approx(0.6)
     best = load_checkpoint(tmp_path / "best.pt")
@@ -73,13 +82,27 @@ def test_best_checkpoint_holds_the_best_epoch_not_the_last(processed_dir, tmp_pa
 def test_checkpoint_contract(processed_dir, tmp_path):
     make_trainer(processed_dir, tmp_path, epochs=1).fit()
     checkpoint = load_checkpoint(tmp_path / "best.pt")  # weights_only=True inside
-    for key in ("model_state", "optimizer_state", "scheduler_state", "epoch", "best_metric",
-                "best_epoch", "history", "config"):
+    for key in (
+        "model_state",
+        "optimizer_state",
+        "scheduler_state",
+        "epoch",
+        "best_metric",
+        "best_epoch",
+        "history",
+        "config",
+    ):
         assert key in checkpoint
     model, _ = load_model_from_checkpoint(tmp_path / "best.pt")
     assert not model.training and model.fc[1].out_features == 7
     assert set(checkpoint["history"][0]) >= {
-        "epoch", "train_loss", "val_loss", "val_balanced_accuracy", "val_macro_f1", "lr"}
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_balanced_accuracy",
+        "val_macro_f1",
+        "lr",
+    }
 
 
 class Interrupt(Exception):
@@ -98,7 +121,9 @@ def uninterrupted(processed_dir, tmp_path_factory):
     return result, load_checkpoint(out / "last.pt")
 
 
-def test_resume_after_an_interruption_matches_an_uninterrupted_run(processed_dir, tmp_path, uninterrupted):
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(
+    processed_dir, tmp_path, uninterrupted
+):
     with pytest.raises(Interrupt):
         make_trainer(processed_dir, tmp_path, epochs=2, callbacks=[_stop_after_first_epoch]).fit()
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
@@ -107,8 +132,12 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(processed_dir
     assert resumed.epochs_run == 2 and [r["epoch"] for r in resumed.history] == [1, 2]
 
     expected, expected_last = uninterrupted
-    assert resumed.history[1]["train_loss"] == pytest.approx(expected.history[1]["train_loss"], abs=1e-6)
-    assert resumed.history[1]["val_loss"] == pytest.approx(expected.history[1]["val_loss"], abs=1e-6)
+    assert resumed.history[1]["train_loss"] == pytest.approx(
+        expected.history[1]["train_loss"], abs=1e-6
+    )
+    assert resumed.history[1]["val_loss"] == pytest.approx(
+        expected.history[1]["val_loss"], abs=1e-6
+    )
     last = load_checkpoint(tmp_path / "last.pt")
     for key, value in expected_last["model_state"].items():
         torch.testing.assert_close(last["model_state"][key], value, atol=1e-6, rtol=0, msg=key)
@@ -118,7 +147,13 @@ def test_same_config_same_metrics_on_cpu(processed_dir, tmp_path, uninterrupted)
     again = make_trainer(processed_dir, tmp_path, epochs=2).fit()
     expected, _ = uninterrupted
     for mine, theirs in zip(again.history, expected.history, strict=True):
-        for key in ("train_loss", "train_accuracy", "val_loss", "val_balanced_accuracy", "val_macro_f1"):
+        for key in (
+            "train_loss",
+            "train_accuracy",
+            "val_loss",
+            "val_balanced_accuracy",
+            "val_macro_f1",
+        ):
             assert mine[key] == theirs[key], key
 
 
@@ -135,19 +170,33 @@ class NeverImproves(Trainer):
 
 
 def test_early_stopping(processed_dir, tmp_path):
-    trainer = make_trainer(processed_dir, tmp_path, cls=NeverImproves, epochs=6,
-                           early_stopping_patience=2, max_steps_per_epoch=1)
+    trainer = make_trainer(
+        processed_dir,
+        tmp_path,
+        cls=NeverImproves,
+        epochs=6,
+        early_stopping_patience=2,
+        max_steps_per_epoch=1,
+    )
     result = trainer.fit()
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
     # resuming a finished run does not train again
-    resumed = make_trainer(processed_dir, tmp_path, cls=NeverImproves, epochs=6,
-                           early_stopping_patience=2, max_steps_per_epoch=1).fit(resume=True)
+    resumed = make_trainer(
+        processed_dir,
+        tmp_path,
+        cls=NeverImproves,
+        epochs=6,
+        early_stopping_patience=2,
+        max_steps_per_epoch=1,
+    ).fit(resume=True)
     assert resumed.epochs_run == 3
 
 
 @pytest.mark.parametrize("imbalance", ["sampler", "none"])
 def test_other_imbalance_strategies_train(processed_dir, tmp_path, imbalance):
-    result = make_trainer(processed_dir, tmp_path, epochs=1, imbalance=imbalance, max_steps_per_epoch=1).fit()
+    result = make_trainer(
+        processed_dir, tmp_path, epochs=1, imbalance=imbalance, max_steps_per_epoch=1
+    ).fit()
     assert math.isfinite(result.history[0]["train_loss"])
 
 

@@ -36,6 +36,9 @@ def log_data_run(
     `datasets` maps an MLflow input context (e.g. "train") to the table it describes, so the
     MLflow UI lists the data each run saw. Returns the run id, or None if logging failed.
     """
+    if not tracking.tracking_enabled():
+        print(f"{stage}: MLflow tracking is off (SKINDX_TRACKING); nothing logged")
+        return None
     mlflow_params = dict(params.get("mlflow") or {})
     experiment = mlflow_params.get("data_experiment", DEFAULT_DATA_EXPERIMENT)
     try:

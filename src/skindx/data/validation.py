@@ -24,6 +24,9 @@ from tqdm import tqdm
 from skindx.data.images import inspect_image
 from skindx.data.ingest import RAW_COLUMNS, read_manifest, read_metadata
 
+# GX reads this when first imported (imported lazily below: it is slow): no telemetry.
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
 MIN_SIDE = 64
 MAX_AGE_NULL_FRACTION = 0.02
 SEXES = ("male", "female", "unknown")
@@ -362,7 +365,6 @@ def run_suite(
     frame: pd.DataFrame, expectations: list[Any], docs_dir: Path | None
 ) -> tuple[list[Any], str | None]:
     """Validate `frame` with a GX checkpoint; optionally build the Data Docs site."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

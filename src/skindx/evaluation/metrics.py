@@ -82,18 +82,14 @@ def roc_auc(y_binary: np.ndarray, scores: np.ndarray) -> float:
     return float(np.trapezoid(tpr, fpr))
 
 
-def expected_calibration_error(
-    y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15
-) -> float:
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
     """ECE of the top-1 prediction: sum over equal-width confidence bins of
     |accuracy - mean confidence| weighted by the bin's share of samples."""
     table = reliability_table(y_true, probs, n_bins)
     n = sum(row["count"] for row in table)
     if n == 0:
         return float("nan")
-    return float(
-        sum(row["count"] / n * abs(row["accuracy"] - row["confidence"]) for row in table)
-    )
+    return float(sum(row["count"] / n * abs(row["accuracy"] - row["confidence"]) for row in table))
 
 
 def reliability_table(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> list[dict]:

@@ -51,7 +51,9 @@ def write_plot_data(
         written.append(_write_csv(plots_dir / "roc" / f"{code}.csv", ["fpr", "tpr"], rows))
     for variant, p in (("uncalibrated", probs), ("calibrated", calibrated_probs)):
         table = reliability_table(y_true, p, n_bins)
-        rows = ((r["bin"], f"{r['confidence']:.6f}", f"{r['accuracy']:.6f}", r["count"]) for r in table)
+        rows = (
+            (r["bin"], f"{r['confidence']:.6f}", f"{r['accuracy']:.6f}", r["count"]) for r in table
+        )
         written.append(
             _write_csv(
                 plots_dir / "reliability" / f"{variant}.csv",
@@ -76,8 +78,15 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[s
     ax.set_ylabel("actual")
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if rates[i, j] > 0.5 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if rates[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
     ax.set_title("Confusion matrix (test)")
     fig.tight_layout()
     return fig
@@ -123,8 +132,14 @@ def reliability_figure(
     ):
         table = reliability_table(y_true, p, n_bins)
         centres = [r["bin_lower"] + width * (0.5 + offset) for r in table]
-        ax.bar(centres, [r["accuracy"] for r in table], width=width / 2, color=colour,
-               alpha=0.75, label=label)
+        ax.bar(
+            centres,
+            [r["accuracy"] for r in table],
+            width=width / 2,
+            color=colour,
+            alpha=0.75,
+            label=label,
+        )
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -154,8 +169,13 @@ def save_figures(
         "confusion_matrix.png": confusion_figure(y_true, probs.argmax(axis=1), classes),
         "roc.png": roc_figure(y_true, probs, classes),
         "reliability.png": reliability_figure(
-            y_true, probs, calibrated_probs, temperature=temperature,
-            ece_before=ece_before, ece_after=ece_after, n_bins=n_bins,
+            y_true,
+            probs,
+            calibrated_probs,
+            temperature=temperature,
+            ece_before=ece_before,
+            ece_after=ece_after,
+            n_bins=n_bins,
         ),
     }
     paths = []

@@ -31,7 +31,9 @@ def predict_logits(
     chunks = []
     try:
         for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(normalize(np.asarray(images[start : start + batch_size]), contract))
+            x = torch.from_numpy(
+                normalize(np.asarray(images[start : start + batch_size]), contract)
+            )
             x = x.to(device, non_blocking=True)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

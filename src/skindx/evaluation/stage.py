@@ -22,8 +22,14 @@ log = logging.getLogger(__name__)
 PROCESSED_DIR = Path("data/processed")
 CHECKPOINT = Path("models/train/best.pt")
 HEADLINE = (
-    "balanced_accuracy", "accuracy", "macro_f1", "roc_auc_macro", "melanoma_sensitivity",
-    "ece_before", "ece_after", "temperature",
+    "balanced_accuracy",
+    "accuracy",
+    "macro_f1",
+    "roc_auc_macro",
+    "melanoma_sensitivity",
+    "ece_before",
+    "ece_after",
+    "temperature",
 )
 
 
@@ -60,8 +66,16 @@ def evaluate_checkpoint(
     calibrated = softmax(test_logits, calibration.temperature)
     report = classification_report(test.labels, probs, classes, ece_bins=ece_bins)
     metrics = {
-        **{k: report[k] for k in ("balanced_accuracy", "accuracy", "macro_f1", "roc_auc_macro",
-                                  "melanoma_sensitivity")},
+        **{
+            k: report[k]
+            for k in (
+                "balanced_accuracy",
+                "accuracy",
+                "macro_f1",
+                "roc_auc_macro",
+                "melanoma_sensitivity",
+            )
+        },
         "ece_before": calibration.ece_before,
         "ece_after": calibration.ece_after,
         "temperature": calibration.temperature,
@@ -72,8 +86,12 @@ def evaluate_checkpoint(
         "per_class": report["per_class"],
     }
     return {
-        "metrics": metrics, "calibration": calibration, "classes": classes,
-        "labels": test.labels, "probs": probs, "calibrated_probs": calibrated,
+        "metrics": metrics,
+        "calibration": calibration,
+        "classes": classes,
+        "labels": test.labels,
+        "probs": probs,
+        "calibrated_probs": calibrated,
         "confusion_matrix": report["confusion_matrix"],
     }
 
@@ -99,16 +117,38 @@ def run_evaluate(
     temperature_path = out_dir / "calibration" / "temperature.json"
     temperature_path.parent.mkdir(parents=True, exist_ok=True)
     temperature_path.write_text(
-        json.dumps(_clean({"temperature": cal.temperature, "ece_before": cal.ece_before,
-                           "ece_after": cal.ece_after, "ece_bins": bins}), indent=2) + "\n"
+        json.dumps(
+            _clean(
+                {
+                    "temperature": cal.temperature,
+                    "ece_before": cal.ece_before,
+                    "ece_after": cal.ece_after,
+                    "ece_bins": bins,
+                }
+            ),
+            indent=2,
+        )
+        + "\n"
     )
     plots_dir = out_dir / "plots"
-    write_plot_data(plots_dir, result["labels"], result["probs"], result["calibrated_probs"],
-                    result["classes"], bins)
+    write_plot_data(
+        plots_dir,
+        result["labels"],
+        result["probs"],
+        result["calibrated_probs"],
+        result["classes"],
+        bins,
+    )
     figures = save_figures(
-        plots_dir / "images", result["labels"], result["probs"], result["calibrated_probs"],
-        result["classes"], temperature=cal.temperature, ece_before=cal.ece_before,
-        ece_after=cal.ece_after, n_bins=bins,
+        plots_dir / "images",
+        result["labels"],
+        result["probs"],
+        result["calibrated_probs"],
+        result["classes"],
+        temperature=cal.temperature,
+        ece_before=cal.ece_before,
+        ece_after=cal.ece_after,
+        n_bins=bins,
     )
     _log_to_mlflow(params, metrics, [metrics_path, temperature_path], figures, run_file)
     return metrics

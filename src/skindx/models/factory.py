@@ -43,7 +43,9 @@ def build_model(
         raise ValueError(f"unknown model.arch {arch!r}; expected one of {sorted(ARCHS)}")
     constructor, imagenet = ARCHS[arch]
     model = constructor(weights=None)
-    model.fc = nn.Sequential(nn.Dropout(p=float(dropout)), nn.Linear(model.fc.in_features, num_classes))
+    model.fc = nn.Sequential(
+        nn.Dropout(p=float(dropout)), nn.Linear(model.fc.in_features, num_classes)
+    )
 
     choice = "none" if weights is None else str(weights)
     if choice.lower() == "none":
@@ -122,5 +124,6 @@ def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], *, source: s
     if skipped or missing:
         log.info(
             "loaded backbone from %s; head not loaded (skipped %s), kept at random init",
-            source, skipped or "none",
+            source,
+            skipped or "none",
         )

@@ -23,7 +23,12 @@ from skindx.inference.preprocessing import PreprocessingContract
 
 # 90° rotations of the sampling grid, counter-clockwise k times
 _ROT90 = torch.tensor(
-    [[[1.0, 0.0], [0.0, 1.0]], [[0.0, -1.0], [1.0, 0.0]], [[-1.0, 0.0], [0.0, -1.0]], [[0.0, 1.0], [-1.0, 0.0]]]
+    [
+        [[1.0, 0.0], [0.0, 1.0]],
+        [[0.0, -1.0], [1.0, 0.0]],
+        [[-1.0, 0.0], [0.0, -1.0]],
+        [[0.0, 1.0], [-1.0, 0.0]],
+    ]
 )
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -72,7 +77,9 @@ class BatchTransform:
         self, images: torch.Tensor, *, train: bool, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"expected uint8 (N, H, W, 3), got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"expected uint8 (N, H, W, 3), got {images.dtype} {tuple(images.shape)}"
+            )
         x = images.permute(0, 3, 1, 2).float() / 255.0
         if train:
             if self.augment.geometric:
@@ -81,7 +88,9 @@ class BatchTransform:
                 x = self._color(x, generator)
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         x = (x - mean) / std
-        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        return x.contiguous(
+            memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
+        )
 
     def _uniform(self, n: int, low: float, high: float, g: torch.Generator | None) -> torch.Tensor:
         return torch.rand(n, generator=g) * (high - low) + low
@@ -95,7 +104,11 @@ class BatchTransform:
             flip[:, 0] = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
         if cfg.vflip:
             flip[:, 1] = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
-        k = torch.randint(0, 4, (n,), generator=g) if cfg.rot90 else torch.zeros(n, dtype=torch.long)
+        k = (
+            torch.randint(0, 4, (n,), generator=g)
+            if cfg.rot90
+            else torch.zeros(n, dtype=torch.long)
+        )
         linear = _ROT90[k] * flip[:, None, :]
         scale = torch.ones(n, 2)
         shift = torch.zeros(n, 2)
@@ -110,7 +123,9 @@ class BatchTransform:
             shift = (torch.rand(n, 2, generator=g) * 2 - 1) * (1 - scale)
         theta = torch.cat([scale[:, :, None] * linear, shift[:, :, None]], dim=2).to(x.device)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return F.grid_sample(
+            x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
 
     def _color(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
         n, s = x.shape[0], self.augment.color_jitter
@@ -118,7 +133,9 @@ class BatchTransform:
         luma = torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)
         x = x * factors[0]  # brightness
         grey = (x * luma).sum(dim=1, keepdim=True)
-        x = (x - grey.mean(dim=(2, 3), keepdim=True)) * factors[1] + grey.mean(dim=(2, 3), keepdim=True)
+        x = (x - grey.mean(dim=(2, 3), keepdim=True)) * factors[1] + grey.mean(
+            dim=(2, 3), keepdim=True
+        )
         grey = (x * luma).sum(dim=1, keepdim=True)
         x = (x - grey) * factors[2] + grey  # saturation
         return x.clamp_(0.0, 1.0)

@@ -11,8 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler
-from torch.utils.data import SequentialSampler, WeightedRandomSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    WeightedRandomSampler,
+)
 
 IMBALANCE = ("weighted_loss", "sampler", "none")
 
@@ -41,7 +48,9 @@ def load_split(processed_dir: str | Path, split: str) -> SplitArrays:
     labels_path = processed_dir / f"{split}_labels.npy"
     for path in (images_path, labels_path):
         if not path.exists():
-            raise FileNotFoundError(f"{path} not found: run the preprocess stage first (dvc repro preprocess)")
+            raise FileNotFoundError(
+                f"{path} not found: run the preprocess stage first (dvc repro preprocess)"
+            )
     labels = np.load(labels_path).astype(np.int64, copy=False)
     return SplitArrays(np.load(images_path, mmap_mode="r"), labels)
 
@@ -104,8 +113,10 @@ def make_loader(
         if class_weights is None:
             raise ValueError("imbalance='sampler' needs class weights")
         sampler = WeightedRandomSampler(
-            sample_weights(arrays.labels, class_weights), num_samples=len(arrays),
-            replacement=True, generator=generator,
+            sample_weights(arrays.labels, class_weights),
+            num_samples=len(arrays),
+            replacement=True,
+            generator=generator,
         )
     else:
         sampler = RandomSampler(range(len(arrays)), generator=generator)

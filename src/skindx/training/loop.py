@@ -39,8 +39,15 @@ log = logging.getLogger(__name__)
 SCHEDULERS = ("onecycle", "cosine")
 MONITOR = "val_balanced_accuracy"
 HISTORY_FIELDS = (
-    "epoch", "train_loss", "train_accuracy", "val_loss", "val_balanced_accuracy",
-    "val_macro_f1", "val_accuracy", "lr", "seconds",
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_balanced_accuracy",
+    "val_macro_f1",
+    "val_accuracy",
+    "lr",
+    "seconds",
 )
 
 
@@ -68,9 +75,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown train.scheduler {self.scheduler!r}; expected one of {SCHEDULERS}")
+            raise ValueError(
+                f"unknown train.scheduler {self.scheduler!r}; expected one of {SCHEDULERS}"
+            )
         if self.imbalance not in IMBALANCE:
-            raise ValueError(f"unknown train.imbalance {self.imbalance!r}; expected one of {IMBALANCE}")
+            raise ValueError(
+                f"unknown train.imbalance {self.imbalance!r}; expected one of {IMBALANCE}"
+            )
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("train.epochs must be >= 1 and train.batch_size >= 2")
 
@@ -143,7 +154,10 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     """No weight decay on biases and normalisation parameters (1-d tensors)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def make_scheduler(
@@ -152,7 +166,9 @@ def make_scheduler(
     if config.scheduler == "onecycle" and total_steps >= 4:
         # OneCycleLR needs at least two warm-up steps (its phases must not be empty)
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total_steps,
+            optimizer,
+            max_lr=config.lr,
+            total_steps=total_steps,
             pct_start=min(max(config.warmup_pct, 2.0 / total_steps), 0.5),
         )
     warmup = int(round(config.warmup_pct * total_steps))
@@ -193,7 +209,9 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         if len(val_data) == 0:
-            raise ValueError("the validation split is empty: early stopping needs validation images")
+            raise ValueError(
+                "the validation split is empty: early stopping needs validation images"
+            )
         if config.imbalance != "none" and class_weights is None:
             raise ValueError(f"train.imbalance={config.imbalance} needs class weights")
         self.config = config
@@ -214,9 +232,14 @@ class Trainer:
         self.sample_generator = torch.Generator()
         self.augment_generator = torch.Generator()
         self.loader = make_loader(
-            train_data, config.batch_size, train=True, imbalance=config.imbalance,
-            class_weights=class_weights, generator=self.sample_generator,
-            num_workers=config.num_workers, pin_memory=self.device.type == "cuda",
+            train_data,
+            config.batch_size,
+            train=True,
+            imbalance=config.imbalance,
+            class_weights=class_weights,
+            generator=self.sample_generator,
+            num_workers=config.num_workers,
+            pin_memory=self.device.type == "cuda",
         )
         self.steps_per_epoch = len(self.loader)
         if config.max_steps_per_epoch:
@@ -232,8 +255,12 @@ class Trainer:
             weight=None if loss_weights is None else loss_weights.to(self.device),
             label_smoothing=config.label_smoothing,
         )
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
-        self.scheduler = make_scheduler(self.optimizer, config, config.epochs * self.steps_per_epoch)
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.model, config.weight_decay), lr=config.lr
+        )
+        self.scheduler = make_scheduler(
+            self.optimizer, config, config.epochs * self.steps_per_epoch
+        )
 
         self.use_amp = config.amp and self.device.type == "cuda"
         self.amp_dtype = (
@@ -256,8 +283,11 @@ class Trainer:
         total_correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         bar = tqdm(
-            total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.config.epochs}",
-            unit="batch", dynamic_ncols=True, disable=not self.progress,
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch}/{self.config.epochs}",
+            unit="batch",
+            dynamic_ncols=True,
+            disable=not self.progress,
         )
         for step, (images, labels) in enumerate(self.loader):
             if step >= self.steps_per_epoch:
@@ -265,7 +295,9 @@ class Trainer:
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             x = self.transform(images, train=True, generator=self.augment_generator)
-            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            with torch.autocast(
+                device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp
+            ):
                 logits = self.model(x)
             loss = self.criterion(logits.float(), labels)
             if not torch.isfinite(loss):
@@ -299,12 +331,17 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         logits = predict_logits(
-            self.model, self.val_data.images, self.contract,
-            batch_size=max(64, 2 * self.config.batch_size), channels_last=self.channels_last,
+            self.model,
+            self.val_data.images,
+            self.contract,
+            batch_size=max(64, 2 * self.config.batch_size),
+            channels_last=self.channels_last,
         )
         labels = self.val_data.labels
         n_classes = logits.shape[1]
-        loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels), weight=self.loss_weights)
+        loss = F.cross_entropy(
+            torch.from_numpy(logits), torch.from_numpy(labels), weight=self.loss_weights
+        )
         pred = logits.argmax(axis=1)
         return {
             "val_loss": float(loss),
@@ -345,8 +382,13 @@ class Trainer:
         started = time.perf_counter()
         best_path, last_path = self.out_dir / BEST, self.out_dir / LAST
         state: dict[str, Any] = {
-            "epoch": 0, "best_metric": -math.inf, "best_epoch": 0, "history": [],
-            "epochs_without_improvement": 0, "stopped_early": False, "monitor": MONITOR,
+            "epoch": 0,
+            "best_metric": -math.inf,
+            "best_epoch": 0,
+            "history": [],
+            "epochs_without_improvement": 0,
+            "stopped_early": False,
+            "monitor": MONITOR,
         }
         best_weights: dict[str, torch.Tensor] | None = None
         if resume and last_path.exists():
@@ -370,7 +412,9 @@ class Trainer:
 
             improved = row[MONITOR] > state["best_metric"]
             if improved:
-                state.update(best_metric=row[MONITOR], best_epoch=epoch, epochs_without_improvement=0)
+                state.update(
+                    best_metric=row[MONITOR], best_epoch=epoch, epochs_without_improvement=0
+                )
                 best_weights = cpu_state_copy(self.model)
                 save_checkpoint(best_path, self._checkpoint(state))
             else:
@@ -387,9 +431,13 @@ class Trainer:
         if best_weights is not None:  # leave the model holding the selected epoch's weights
             self.model.load_state_dict(best_weights)
         return TrainResult(
-            best_epoch=state["best_epoch"], best_metric=state["best_metric"],
-            epochs_run=state["epoch"], stopped_early=state["stopped_early"],
-            history=state["history"], best_path=best_path, last_path=last_path,
+            best_epoch=state["best_epoch"],
+            best_metric=state["best_metric"],
+            epochs_run=state["epoch"],
+            stopped_early=state["stopped_early"],
+            history=state["history"],
+            best_path=best_path,
+            last_path=last_path,
             seconds=time.perf_counter() - started,
         )
 
@@ -410,5 +458,7 @@ def write_history(path: str | Path, history: Sequence[dict[str, float]]) -> Path
         writer = csv.DictWriter(fh, fieldnames=list(HISTORY_FIELDS), extrasaction="ignore")
         writer.writeheader()
         for row in history:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
     return path

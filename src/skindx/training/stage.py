@@ -16,7 +16,7 @@ from skindx import tracking
 from skindx.config import flatten
 from skindx.inference.preprocessing import PreprocessingContract
 from skindx.training.data import load_class_weights, load_split
-from skindx.training.loop import Trainer, TrainConfig, TrainResult, seed_everything, write_history
+from skindx.training.loop import TrainConfig, Trainer, TrainResult, seed_everything, write_history
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,12 @@ PROCESSED_DIR = Path("data/processed")
 HISTORY_CSV = Path("reports/train/history.csv")
 RUN_FILE = "run.json"
 MLFLOW_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
+SLIM_DROP = ("optimizer_state", "scheduler_state", "scaler_state")
 
 
-def read_contract(processed_dir: Path, data_params: dict[str, Any] | None = None) -> PreprocessingContract:
+def read_contract(
+    processed_dir: Path, data_params: dict[str, Any] | None = None
+) -> PreprocessingContract:
     """The contract the arrays were made with: info.json's `contract`, else the data params."""
     info_path = processed_dir / "info.json"
     if info_path.exists():
@@ -35,7 +38,9 @@ def read_contract(processed_dir: Path, data_params: dict[str, Any] | None = None
             return PreprocessingContract.from_dict(info["contract"])
     if data_params:
         return PreprocessingContract.from_data_params(data_params)
-    raise FileNotFoundError(f"{info_path} has no preprocessing contract: rerun the preprocess stage")
+    raise FileNotFoundError(
+        f"{info_path} has no preprocessing contract: rerun the preprocess stage"
+    )
 
 
 def log_params(mlflow, params: dict[str, Any]) -> None:
@@ -70,8 +75,12 @@ def run_train(
     contract = read_contract(processed_dir, params.get("data"))
     train_data, val_data = load_split(processed_dir, "train"), load_split(processed_dir, "val")
     run_config = {
-        "model": model_cfg, "train": params["train"], "seed": seed, "profile": profile,
-        "classes": classes, "contract": contract.to_dict(),
+        "model": model_cfg,
+        "train": params["train"],
+        "seed": seed,
+        "profile": profile,
+        "classes": classes,
+        "contract": contract.to_dict(),
     }
 
     seed_everything(seed)
@@ -82,11 +91,17 @@ def run_train(
     mlflow = tracking.configure(params.get("mlflow"))
     run_file = out_dir / RUN_FILE
     previous = tracking.pipeline_run_id(run_file) if resume else None
-    start = {"run_id": previous} if previous else {"run_name": f"{profile or 'run'}-{model_cfg['arch']}"}
+    start = (
+        {"run_id": previous}
+        if previous
+        else {"run_name": f"{profile or 'run'}-{model_cfg['arch']}"}
+    )
     with mlflow.start_run(**start) as run:
         out_dir.mkdir(parents=True, exist_ok=True)
         run_file.write_text(
-            json.dumps({"run_id": run.info.run_id, "experiment_id": run.info.experiment_id}, indent=2)
+            json.dumps(
+                {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id}, indent=2
+            )
         )
         if not previous:
             log_params(mlflow, all_params or params)
@@ -97,23 +112,53 @@ def run_train(
             mlflow.log_metrics(metrics, step=int(row["epoch"]))
 
         trainer = Trainer(
-            model, train_data, val_data, contract, config, class_weights=class_weights,
-            out_dir=out_dir, run_config=run_config, callbacks=[log_epoch], progress=progress,
+            model,
+            train_data,
+            val_data,
+            contract,
+            config,
+            class_weights=class_weights,
+            out_dir=out_dir,
+            run_config=run_config,
+            callbacks=[log_epoch],
+            progress=progress,
         )
         log.info(
             "training %s on %s: %d train / %d val images at %d px, %d steps per epoch",
-            model_cfg["arch"], trainer.device, len(train_data), len(val_data),
-            contract.input_size, trainer.steps_per_epoch,
+            model_cfg["arch"],
+            trainer.device,
+            len(train_data),
+            len(val_data),
+            contract.input_size,
+            trainer.steps_per_epoch,
         )
         result = trainer.fit(resume=resume)
         write_history(history_csv, result.history)
         mlflow.log_metrics(
-            {"best_val_balanced_accuracy": result.best_metric, "best_epoch": result.best_epoch,
-             "epochs_run": result.epochs_run, "train_seconds": result.seconds}
+            {
+                "best_val_balanced_accuracy": result.best_metric,
+                "best_epoch": result.best_epoch,
+                "epochs_run": result.epochs_run,
+                "train_seconds": result.seconds,
+            }
         )
-        mlflow.log_artifact(str(result.best_path), artifact_path="checkpoint")
+        log_best_weights(mlflow, result.best_path)
         mlflow.log_artifact(str(history_csv), artifact_path="train")
     return result
+
+
+def log_best_weights(mlflow, best_path: Path) -> None:
+    """The best checkpoint as an MLflow artifact `checkpoint/best.pt`, without the optimizer
+    and scheduler state (a third of the size; resuming uses models/train/last.pt)."""
+    import tempfile
+
+    from skindx.training.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint(best_path)
+    slim = {k: v for k, v in checkpoint.items() if k not in SLIM_DROP}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_checkpoint(Path(tmp) / "best.pt", slim)
+        mlflow.log_artifact(str(path), artifact_path="checkpoint")
 
 
 def run_cli(main: Callable[[], object], stage: str, hint: str = "") -> None:
