@@ -9,27 +9,35 @@ from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
+from PIL import Image
 
 
 @dataclass(frozen=True)
 class UrgencyStyle:
     color: str  # a st.badge colour
     hex: str  # the same colour for the chart
-    icon: str
+    icon: str  # a Material Symbol: Streamlit ships the font, so it renders everywhere
     advice: str
 
 
 URGENCY_STYLES: dict[str, UrgencyStyle] = {
     "critical": UrgencyStyle(
-        "red", "#c62828", "🚨", "Have this lesion examined by a dermatologist promptly."
+        "red",
+        "#c62828",
+        ":material/emergency_home:",
+        "Have this lesion examined by a dermatologist promptly.",
     ),
-    "high": UrgencyStyle("orange", "#ef6c00", "⚠️", "Book a dermatologist appointment soon."),
+    "high": UrgencyStyle(
+        "orange", "#ef6c00", ":material/warning:", "Book a dermatologist appointment soon."
+    ),
     "medium": UrgencyStyle(
-        "yellow", "#f9a825", "🔶", "Mention this lesion at your next skin check."
+        "yellow", "#f9a825", ":material/report:", "Mention this lesion at your next skin check."
     ),
-    "low": UrgencyStyle("green", "#2e7d32", "✅", "Usually benign; keep an eye on changes."),
+    "low": UrgencyStyle(
+        "green", "#2e7d32", ":material/check_circle:", "Usually benign; keep an eye on changes."
+    ),
 }
-UNKNOWN_URGENCY = UrgencyStyle("gray", "#757575", "❔", "Urgency unknown.")
+UNKNOWN_URGENCY = UrgencyStyle("gray", "#757575", ":material/help:", "Urgency unknown.")
 
 # test metrics worth a headline, in display order (keys of reports/metrics.json)
 HEADLINE_METRICS: dict[str, str] = {
@@ -98,3 +106,14 @@ def headline_metrics(card: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             rows.append((label, f"{value:.3f}"))
     return rows
+
+
+def model_view(image: Image.Image, resize_policy: str | None) -> Image.Image:
+    """The part of the upload the model sees (the card's resize policy), so that it lines up
+    with the Grad-CAM overlay: the centred square, or the whole image squeezed to a square."""
+    width, height = image.size
+    side = min(width, height)
+    if resize_policy == "stretch":
+        return image.resize((side, side), Image.Resampling.BILINEAR)
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.crop((left, top, left + side, top + side))

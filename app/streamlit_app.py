@@ -14,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from presentation import (
     decode_png,
     headline_metrics,
+    model_view,
     percent,
     probability_figure,
     urgency_style,
@@ -27,7 +28,7 @@ DISCLAIMER = (
     "If a skin lesion worries you, see a doctor."
 )
 
-st.set_page_config(page_title="SkinDX", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="SkinDX", page_icon=":material/biotech:", layout="wide")
 client = ApiClient(API_URL)
 
 
@@ -60,6 +61,13 @@ def show_model_sidebar() -> None:
             st.caption("This model card carries no test metrics.")
 
 
+def resize_policy() -> str | None:
+    try:
+        return load_model_card(API_URL).get("preprocessing", {}).get("resize_policy")
+    except (ApiUnavailable, ApiRejected):
+        return None
+
+
 def preview(uploaded) -> Image.Image | None:
     """The upload as an upright RGB image, or None when it cannot be decoded here."""
     try:
@@ -87,7 +95,12 @@ def show_result(result: dict, original: Image.Image | None) -> None:
     st.plotly_chart(probability_figure(result), width="stretch", config={"displayModeBar": False})
     image_col, cam_col = st.columns(2)
     if original is not None:
-        image_col.image(original, caption="Your image", width="stretch", alt="Uploaded image")
+        image_col.image(
+            model_view(original, resize_policy()),
+            caption="Your image, as the model sees it",
+            width="stretch",
+            alt="Uploaded image",
+        )
     try:
         overlay = decode_png(result["heatmap_png_base64"])
     except (KeyError, ValueError) as exc:
@@ -104,9 +117,9 @@ def show_result(result: dict, original: Image.Image | None) -> None:
     )
 
 
-st.title("🔬 SkinDX")
+st.title(":material/biotech: SkinDX")
 st.markdown("Dermatoscopic skin-lesion classification into the 7 HAM10000 classes, with Grad-CAM.")
-st.warning(DISCLAIMER, icon="⚕️")
+st.warning(DISCLAIMER, icon=":material/medical_information:")
 show_model_sidebar()
 
 uploaded = st.file_uploader(
@@ -141,10 +154,10 @@ if st.button("Analyze", type="primary"):
         except ApiUnavailable as exc:
             st.error(
                 f"The analysis service is unavailable: {exc}. Please try again in a moment.",
-                icon="🔌",
+                icon=":material/cloud_off:",
             )
         except ApiRejected as exc:
-            st.error(f"The image was rejected: {exc.detail}", icon="🚫")
+            st.error(f"The image was rejected: {exc.detail}", icon=":material/block:")
         else:
             st.session_state["result"] = {"file_id": uploaded.file_id, "answer": answer}
 

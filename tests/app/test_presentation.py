@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 
 import pytest
+from PIL import Image
 from presentation import (
     URGENCY_STYLES,
     decode_png,
     headline_metrics,
+    model_view,
     percent,
     probability_figure,
     urgency_style,
@@ -41,7 +43,7 @@ def test_every_urgency_the_api_can_send_has_a_distinct_style():
     urgencies = {info.urgency for info in CLASS_INFO.values()}
     assert urgencies <= set(URGENCY_STYLES)
     assert len({s.color for s in URGENCY_STYLES.values()}) == len(URGENCY_STYLES)
-    assert urgency_style("critical").icon == "🚨"
+    assert urgency_style("critical").icon == ":material/emergency_home:"
     assert urgency_style("nonsense").color == "gray"
 
 
@@ -88,3 +90,12 @@ def test_headline_metrics_reads_a_test_section_and_tolerates_none():
     ]
     assert headline_metrics({"metrics": None}) == []
     assert headline_metrics({}) == []
+
+
+def test_model_view_matches_the_contracts_resize_policy():
+    image = Image.new("RGB", (600, 450))
+    image.paste((255, 0, 0), (0, 0, 75, 450))  # a red band left of the centred square
+    cropped = model_view(image, "shorter_side_center_crop")
+    assert cropped.size == (450, 450) and cropped.getpixel((0, 0)) == (0, 0, 0)
+    stretched = model_view(image, "stretch")
+    assert stretched.size == (450, 450) and stretched.getpixel((0, 200))[0] > 200

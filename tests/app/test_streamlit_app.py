@@ -51,7 +51,7 @@ def test_upload_and_analyze_shows_card_chart_and_gradcam(monkeypatch, api_server
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert len(chart["data"][0]["y"]) == 7
     captions = image_captions(at)
-    assert "Your image" in captions
+    assert "Your image, as the model sees it" in captions
     assert any(c.startswith("Grad-CAM") for c in captions)
     # the sidebar shows the served model and its test metrics
     assert "test-1" in "\n".join(m.value for m in at.sidebar.markdown)

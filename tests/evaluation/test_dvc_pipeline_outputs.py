@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_project_copy, project_env, run_dvc
+
+from tests.conftest import make_project_copy, project_env, run_dvc
 
 
 @pytest.mark.slow
@@ -19,7 +20,7 @@ def test_dvc_repro_to_evaluate_renders_metrics_and_plots(small_source, tmp_path)
     metrics = run_dvc(project, "metrics", "show", "--json", env=env)
     assert metrics.returncode == 0, metrics.stderr
     shown = json.loads(metrics.stdout)
-    workspace = shown["workspace"]["data"]["reports/metrics.json"]["data"]
+    workspace = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
     assert 0.0 <= workspace["balanced_accuracy"] <= 1.0 and "per_class" in workspace
 
     plots = run_dvc(project, "plots", "show", "--json", env=env)
@@ -30,6 +31,7 @@ def test_dvc_repro_to_evaluate_renders_metrics_and_plots(small_source, tmp_path)
     for plot_id in ("loss", "validation", "roc", "reliability", "reports/plots/confusion.csv"):
         assert plot_id in data, sorted(data)
     roc = data["roc"][0]["content"]["data"]["values"]
-    assert {row["filename"] for row in roc} == {f"{c}.csv" for c in
-                                               ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")}
+    assert {row["filename"] for row in roc} == {
+        f"{c}.csv" for c in ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+    }
     assert any(item["type"] == "image" for item in data["reports/plots/images/roc.png"])
