@@ -1,0 +1,71 @@
+"""The CUDA path of training, evaluation and export (AMP, channels_last). Skipped without a GPU:
+CI has none; these run on a lent GPU machine (`pytest -m gpu`, see docs/results.md)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from skindx.evaluation.metrics import softmax
+from skindx.evaluation.predict import predict_logits
+from skindx.inference import PreprocessingContract
+from skindx.models import build_model
+from skindx.training.checkpoint import load_model_from_checkpoint
+from skindx.training.data import load_class_weights, load_split
+from skindx.training.loop import TrainConfig, Trainer, seed_everything
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (no GPU here)"),
+]
+
+CONTRACT = PreprocessingContract(input_size=32)
+MODEL = {"arch": "resnet18", "num_classes": 7, "dropout": 0.2, "weights": "none"}
+
+
+@pytest.fixture(scope="module")
+def cuda_run(processed_dir, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("gpu_train")
+    config = TrainConfig.from_params(
+        {"batch_size": 16, "epochs": 2, "device": "cuda", "amp": True, "channels_last": True},
+        seed=3,
+    )
+    seed_everything(config.seed)
+    _, weights = load_class_weights(processed_dir)
+    trainer = Trainer(
+        build_model(**MODEL),
+        load_split(processed_dir, "train"),
+        load_split(processed_dir, "val"),
+        CONTRACT,
+        config,
+        class_weights=weights,
+        out_dir=out_dir,
+        run_config={"model": dict(MODEL)},
+        progress=False,
+    )
+    return trainer, trainer.fit()
+
+
+def test_training_on_cuda_uses_amp_and_channels_last_and_learns(cuda_run):
+    trainer, result = cuda_run
+    assert trainer.device.type == "cuda" and trainer.use_amp
+    assert next(trainer.model.parameters()).is_cuda
+    conv = trainer.model.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    losses = [row["train_loss"] for row in result.history]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+
+
+def test_a_cuda_checkpoint_loads_on_cpu_and_predicts_like_the_gpu(cuda_run, processed_dir):
+    trainer, result = cuda_run
+    cpu_model, _ = load_model_from_checkpoint(result.best_path)
+    assert next(cpu_model.parameters()).device.type == "cpu"
+    images = load_split(processed_dir, "test").images
+    gpu_model = load_model_from_checkpoint(result.best_path)[0].cuda()
+    cpu_logits = predict_logits(cpu_model, images, CONTRACT, device="cpu")
+    gpu_logits = predict_logits(gpu_model, images, CONTRACT, device="cuda", channels_last=True)
+    # TF32 convolutions on the GPU: close, not bit-equal
+    assert np.abs(softmax(cpu_logits) - softmax(gpu_logits)).max() < 1e-2
