@@ -60,10 +60,14 @@ def test_metrics_and_plots_render(repro):
     files = next(iter(shown.values()))["data"]
     assert "balanced_accuracy" in files["reports/metrics.json"]["data"]
     assert files["reports/validation/summary.json"]["data"]["success"] is True
-    plots = run_dvc(project, "plots", "show", "-o", str(project / "plots_html"), env=env)
+    plots = run_dvc(project, "plots", "show", "--json", env=env)
     assert plots.returncode == 0, plots.stderr
-    html = (project / "plots_html" / "index.html").read_text()
-    assert "reports/plots/confusion.csv" in html
+    rendered = json.loads(plots.stdout)["data"]
+    for plot in ("reports/plots/confusion.csv", "loss", "validation", "roc", "reliability"):
+        assert rendered.get(plot), f"dvc plots show rendered nothing for {plot}"
+    html = run_dvc(project, "plots", "show", "-o", str(project / "plots_html"), env=env)
+    assert html.returncode == 0, html.stderr
+    assert "confusion_csv" in (project / "plots_html" / "index.html").read_text()
 
 
 def test_model_is_registered_with_champion_alias(repro):
@@ -86,7 +90,13 @@ def test_worse_experiment_is_not_promoted_and_the_log_says_why(repro):
     does not beat the champion by promote.min_delta is registered but not promoted."""
     project, env, _ = repro
     served = json.loads((project / "serving/model/model.json").read_text())["version"]
-    overrides = ["experiment=quick", "model=resnet50", "train.epochs=1", "promote.min_delta=1.0"]
+    # quick sets model.arch itself, so the architecture is overridden by key, not by group
+    overrides = [
+        "experiment=quick",
+        "model.arch=resnet50",
+        "train.epochs=1",
+        "promote.min_delta=1.0",
+    ]
     exp = run_dvc(project, "exp", "run", *(f"-S{o}" for o in overrides), env=env)
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
     shown = run_dvc(project, "exp", "show", "--json", env=env)
