@@ -1,6 +1,7 @@
 """An asyncio micro-batcher: requests wait in a bounded queue, a single worker takes up to
-`max_batch` of them (waiting at most `max_wait_ms` for a batch to fill) and runs ONE call of
-`process` per batch in an executor thread, so inference never blocks the event loop."""
+`max_batch` of them (under load waiting at most `max_wait_ms` for a batch to fill; an idle
+server runs a lone request at once) and runs ONE call of `process` per batch in an executor
+thread, so inference never blocks the event loop."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         self._executor = executor
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
+        self._last_batch_size = 0
         self.max_queue = max_queue
         self._on_batch = on_batch  # (batch size, seconds) after each batch, for metrics
         self._pending: deque[_Pending[ItemT, ResultT]] = deque()
@@ -99,11 +101,15 @@ class MicroBatcher(Generic[ItemT, ResultT]):
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            await self._wait_for_batch_to_fill(loop)
+            # Wait for company only under load: an idle server answers a lone request at once,
+            # and requests that arrive while a batch runs form the next one anyway.
+            if len(self._pending) > 1 or self._last_batch_size > 1:
+                await self._wait_for_batch_to_fill(loop)
             batch = [
                 self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))
             ]
             batch = [p for p in batch if not p.future.done()]  # cancelled by its caller
+            self._last_batch_size = len(batch)
             if batch:
                 await self._run_batch(loop, batch)
 

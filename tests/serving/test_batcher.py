@@ -88,6 +88,23 @@ def test_a_lone_request_is_not_held_for_a_full_batch():
     assert recorder.batches == [[1]]
 
 
+def test_an_idle_batcher_does_not_wait_max_wait_for_company():
+    recorder = Recorder()
+
+    async def scenario():
+        # max_wait far beyond the timeout: only the idle fast path can answer in time
+        batcher, executor = make(recorder, max_batch=4, max_wait_ms=60_000)
+        batcher.start()
+        first = await asyncio.wait_for(batcher.submit(1), timeout=10)
+        second = await asyncio.wait_for(batcher.submit(2), timeout=10)
+        await batcher.close()
+        executor.shutdown()
+        return first, second
+
+    assert run(scenario()) == (2, 4)
+    assert recorder.batches == [[1], [2]]
+
+
 def test_full_queue_refuses_instead_of_growing():
     gate = threading.Event()
     recorder = Recorder(gate=gate)
