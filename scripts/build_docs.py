@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from markdown_it import MarkdownIt
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS_PREFIX = re.compile(r'(src|href)="docs/')
 LINK_TARGET = re.compile(r'href="(?![a-z][a-z0-9+.-]*:|#|/)([^"#?]+\.md)(#[^"]*)?"', re.I)
 
 STYLE = """
@@ -87,7 +88,11 @@ def rewrite_links(body: str, page: Page, root: Path, outputs: dict[Path, str]) -
             return match.group(0)
         return f'href="{outputs[target]}{match.group(2) or ""}"'
 
-    return LINK_TARGET.sub(replace, body)
+    body = LINK_TARGET.sub(replace, body)
+    if page.source.parent.resolve() == root.resolve():
+        # the site's root is docs/: README's links into docs/ lose that prefix
+        body = DOCS_PREFIX.sub(r'\1="', body)
+    return body
 
 
 def render_page(page: Page, pages: list[Page], body: str) -> str:

@@ -86,3 +86,12 @@ def test_the_projects_own_docs_build(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "site" / "contracts.html").is_file()
+
+
+def test_readme_images_in_docs_point_into_the_site(build_docs, project, tmp_path):
+    readme = project / "README.md"
+    readme.write_text(readme.read_text() + "\n![shot](docs/img/d.png)\n")
+    out = tmp_path / "site"
+    build_docs.build_site(project, out)
+    index = (out / "index.html").read_text()
+    assert 'src="img/d.png"' in index and (out / "img" / "d.png").is_file()
