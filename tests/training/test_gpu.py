@@ -1,4 +1,4 @@
-"""The CUDA path of training, evaluation and export (AMP, channels_last). Skipped without a GPU:
+"""The CUDA path of training and evaluation (AMP, channels_last). Skipped without a GPU:
 CI has none; these run on a lent GPU machine (`pytest -m gpu`, see docs/results.md)."""
 
 from __future__ import annotations
@@ -11,40 +11,26 @@ import torch
 
 from skindx.evaluation.metrics import softmax
 from skindx.evaluation.predict import predict_logits
-from skindx.inference import PreprocessingContract
-from skindx.models import build_model
 from skindx.training.checkpoint import load_model_from_checkpoint
-from skindx.training.data import load_class_weights, load_split
-from skindx.training.loop import TrainConfig, Trainer, seed_everything
+from skindx.training.data import load_split
+from tests.training.test_training_loop import CONTRACT, make_trainer
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (no GPU here)"),
 ]
 
-CONTRACT = PreprocessingContract(input_size=32)
-MODEL = {"arch": "resnet18", "num_classes": 7, "dropout": 0.2, "weights": "none"}
-
 
 @pytest.fixture(scope="module")
 def cuda_run(processed_dir, tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("gpu_train")
-    config = TrainConfig.from_params(
-        {"batch_size": 16, "epochs": 2, "device": "cuda", "amp": True, "channels_last": True},
-        seed=3,
-    )
-    seed_everything(config.seed)
-    _, weights = load_class_weights(processed_dir)
-    trainer = Trainer(
-        build_model(**MODEL),
-        load_split(processed_dir, "train"),
-        load_split(processed_dir, "val"),
-        CONTRACT,
-        config,
-        class_weights=weights,
-        out_dir=out_dir,
-        run_config={"model": dict(MODEL)},
-        progress=False,
+    trainer = make_trainer(
+        processed_dir,
+        tmp_path_factory.mktemp("gpu_train"),
+        epochs=2,
+        max_steps_per_epoch=None,
+        device="cuda",
+        amp=True,
+        channels_last=True,
     )
     return trainer, trainer.fit()
 
