@@ -74,7 +74,10 @@ def project_files() -> list[str]:
     """Tracked and untracked-but-not-ignored files: what a fresh clone plus work in progress has."""
     out = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return [line for line in out.splitlines() if line and (REPO_ROOT / line).is_file()]
 
@@ -111,8 +114,12 @@ def project_env(project: Path, source: Path | None = None) -> dict[str, str]:
 def run_dvc(project: Path, *args: str, env: dict[str, str], timeout: float = 900):
     """Run the venv's dvc in `project`; returns the CompletedProcess (check it yourself)."""
     return subprocess.run(
-        [str(VENV_BIN / "dvc"), *args], cwd=project, env=env,
-        capture_output=True, text=True, timeout=timeout,
+        [str(VENV_BIN / "dvc"), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

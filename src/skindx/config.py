@@ -44,7 +44,9 @@ def stage_params(*sections: str, path: str | Path = PARAMS_FILE) -> dict[str, An
     return picked
 
 
-def compose_config(overrides: Iterable[str] = (), conf_dir: str | Path = CONF_DIR) -> dict[str, Any]:
+def compose_config(
+    overrides: Iterable[str] = (), conf_dir: str | Path = CONF_DIR
+) -> dict[str, Any]:
     """Compose conf/config.yaml with Hydra, as DVC does for `dvc exp run -S ...`."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf

@@ -21,7 +21,9 @@ class ClassInfo:
 CLASS_INFO: dict[str, ClassInfo] = {
     info.code: info
     for info in (
-        ClassInfo("akiec", "Actinic keratosis / intraepithelial carcinoma", "pre-cancerous", "medium"),
+        ClassInfo(
+            "akiec", "Actinic keratosis / intraepithelial carcinoma", "pre-cancerous", "medium"
+        ),
         ClassInfo("bcc", "Basal cell carcinoma", "malignant", "high"),
         ClassInfo("bkl", "Benign keratosis-like lesion", "benign", "low"),
         ClassInfo("df", "Dermatofibroma", "benign", "low"),
