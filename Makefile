@@ -12,8 +12,6 @@ PYTEST_ARGS ?=
 HTTP_PORT ?= $(or $(SKINDX_HTTP_PORT),8080)
 MODEL_DIR := serving/model
 
-APT_PACKAGES := nginx chromium chromium-driver docker-compose
-
 .PHONY: help install system-deps params run repro serve serve-api test test-fast lint bench clean
 
 help: ## list targets
@@ -25,6 +23,7 @@ system-deps: ## Debian packages for the stack and the tests (nginx, chromium, ch
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
@@ -32,7 +31,7 @@ system-deps: ## Debian packages for the stack and the tests (nginx, chromium, ch
 	fi
 
 $(STAMP): requirements/train.txt serving/requirements.txt app/requirements.txt pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@test -x $(PIP) || python3 -m venv --clear $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements/train.txt
 	$(PIP) install -q --no-deps -e .

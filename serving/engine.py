@@ -34,9 +34,13 @@ class ModelRejectedError(RuntimeError):
     """A new model failed verification, loading or warm-up; the old one keeps serving."""
 
 
+# Largest side of the upload kept per queued request (an explanation overlay is at most 448 px).
+KEPT_IMAGE_SIDE = 1024
+
+
 @dataclass(frozen=True)
 class InferenceItem:
-    image: Image.Image  # RGB upload, kept in case a reload changes the input contract
+    image: Image.Image  # RGB upload at most KEPT_IMAGE_SIDE: for the overlay and a reload
     pixels: np.ndarray  # uint8 (S, S, 3) under `contract`
     contract: PreprocessingContract
 
@@ -130,9 +134,11 @@ class InferenceEngine:
 
     def _open_and_warm_up(self, model_dir: Path) -> PackagedModel:
         model = load_packaged_model(model_dir, threads=self.settings.intra_op_threads)
-        unknown = [code for code in model.classes if code not in CLASS_INFO]
-        if unknown:
-            raise ValueError(f"the model's classes {unknown} are not SkinDX classes")
+        # the API's schema (and /explain's target) promise exactly the seven classes, in order
+        if list(model.classes) != list(CLASS_INFO):
+            raise ValueError(
+                f"the model's classes {list(model.classes)} are not SkinDX's {list(CLASS_INFO)}"
+            )
         size = model.contract.input_size
         for n in sorted({1, self.settings.max_batch}):
             probabilities, _ = model.predict(np.zeros((n, size, size, 3), np.uint8))
@@ -141,9 +147,16 @@ class InferenceEngine:
         return model
 
     def prepare(self, image: Image.Image) -> InferenceItem:
-        """Resize an RGB upload to the current model's contract (run it off the event loop)."""
+        """Resize an RGB upload to the current model's contract (run it off the event loop).
+
+        The item keeps the upload only at KEPT_IMAGE_SIDE (for the Grad-CAM overlay and a
+        reload that changes the contract), so queued requests hold little memory."""
         contract = self.model.contract
-        return InferenceItem(image, resize_to_contract(image, contract), contract)
+        pixels = resize_to_contract(image, contract)
+        if max(image.size) > KEPT_IMAGE_SIDE:
+            image = image.copy()
+            image.thumbnail((KEPT_IMAGE_SIDE, KEPT_IMAGE_SIDE), Image.Resampling.BILINEAR)
+        return InferenceItem(image, pixels, contract)
 
     async def infer(self, item: InferenceItem) -> InferenceResult:
         return await self.batcher.submit(item)

@@ -114,3 +114,44 @@ def test_a_failed_first_load_is_reported_by_readiness(tmp_path: Path):
     assert not engine.ready
     with pytest.raises(ModelNotReadyError, match="loading it failed: .*model.json"):
         _ = engine.model
+
+
+def test_a_queued_request_keeps_a_bounded_copy_of_a_large_upload(packaged_model_dir: Path):
+    """A 4000x3000 upload is resized by the exact contract, but the item only keeps a copy of
+    at most KEPT_IMAGE_SIDE (memory per queued request stays small)."""
+    from serving.engine import KEPT_IMAGE_SIDE
+
+    rng = np.random.default_rng(0)
+    large = Image.fromarray(rng.integers(0, 255, (3000, 4000, 3), dtype=np.uint8), "RGB")
+
+    async def scenario():
+        engine = engine_for(packaged_model_dir)
+        await engine.start()
+        await engine.load()
+        item = engine.prepare(large)
+        await engine.close()
+        return item, engine
+
+    item, engine = asyncio.run(scenario())
+    assert max(item.image.size) == KEPT_IMAGE_SIDE
+    np.testing.assert_array_equal(item.pixels, resize_to_contract(large, item.contract))
+
+
+def test_a_model_with_other_classes_is_refused(packaged_model_dir: Path, tmp_path: Path):
+    import json
+
+    model_dir = copy_package(packaged_model_dir, tmp_path / "reordered")
+    card = json.loads((model_dir / "model.json").read_text())
+    card["classes"] = card["classes"][::-1]
+    (model_dir / "model.json").write_text(json.dumps(card))
+
+    async def scenario():
+        engine = engine_for(model_dir)
+        await engine.start()
+        try:
+            with pytest.raises(ModelRejectedError, match="not SkinDX's"):
+                await engine.load()
+        finally:
+            await engine.close()
+
+    asyncio.run(scenario())
