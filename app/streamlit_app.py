@@ -68,13 +68,29 @@ def resize_policy() -> str | None:
         return None
 
 
-def preview(uploaded) -> Image.Image | None:
-    """The upload as an upright RGB image, or None when it cannot be decoded here."""
+PREVIEW_FORMATS = ("JPEG", "PNG", "WEBP")
+PREVIEW_MAX_PIXELS = 40_000_000  # the API's own limit; larger uploads are the API's to refuse
+PREVIEW_SIDE = 1024
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def preview_of(data: bytes) -> Image.Image | None:
+    """The upload as an upright RGB image of at most PREVIEW_SIDE, or None when it cannot be
+    decoded here (cached: Streamlit reruns the script on every click)."""
     try:
-        image = Image.open(io.BytesIO(uploaded.getvalue()))
-        return ImageOps.exif_transpose(image).convert("RGB")
+        image = Image.open(io.BytesIO(data), formats=PREVIEW_FORMATS)
+        if image.width * image.height > PREVIEW_MAX_PIXELS:
+            return None
+        image.draft("RGB", (PREVIEW_SIDE, PREVIEW_SIDE))  # JPEG: decode at a reduced scale
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+        return image
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
+
+
+def preview(uploaded) -> Image.Image | None:
+    return preview_of(uploaded.getvalue())
 
 
 def show_result(result: dict, original: Image.Image | None) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 
+from skindx.cli import run_cli
 from skindx.config import stage_params
 from skindx.evaluation.stage import run_evaluate
-from skindx.training.stage import run_cli
 
 
 def main() -> None:

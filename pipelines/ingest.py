@@ -5,8 +5,8 @@ Source order: data.source, $SKINDX_DATA_DIR, data.default_source, the ISIC 2018 
 
 from pathlib import Path
 
+from skindx.cli import run_cli
 from skindx.config import stage_params
-from skindx.data.errors import run_stage
 from skindx.data.ingest import MANIFEST_FILE, ingest
 from skindx.data.runlog import log_data_run
 from skindx.data.sources import materialize, read_source, resolve_source
@@ -43,4 +43,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, "ingest")
+    run_cli(main, "ingest")

@@ -4,19 +4,19 @@ head + model card), check torch/ONNX parity on real test images, register it in 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from skindx import tracking
+from skindx.cli import run_cli
 from skindx.config import load_params, stage_params
-from skindx.export.onnx import ExportError
 from skindx.export.package import build_package
-from skindx.export.parity import ParityError
-from skindx.inference.model import ModelIntegrityError, sha256_file
+from skindx.inference import CLASS_CODES
+from skindx.inference.model import sha256_file
 from skindx.inference.preprocessing import PreprocessingContract
-from skindx.registry import RegistryError, register_package
+from skindx.registry import register_package
 
 CHECKPOINT = Path("models/train/best.pt")
 METRICS = Path("reports/metrics.json")
@@ -39,13 +39,25 @@ def parity_sample(path: Path, count: int) -> np.ndarray:
     return np.ascontiguousarray(images[picks])
 
 
+def checkpoint_contract(checkpoint: dict[str, Any]) -> PreprocessingContract:
+    """The preprocessing the model was trained with (not today's params.yaml), after checking
+    that its classes are the ones the package and serving code assume."""
+    config = checkpoint["config"]
+    if list(config["classes"]) != list(CLASS_CODES):
+        raise ValueError(
+            f"{CHECKPOINT} was trained on classes {list(config['classes'])}, but packages "
+            f"serve {list(CLASS_CODES)}; retrain (dvc repro train)"
+        )
+    return PreprocessingContract.from_dict(config["contract"])
+
+
 def main() -> None:
     from skindx.training.checkpoint import load_model_from_checkpoint
 
-    params = stage_params("package", "data", "mlflow")
+    params = stage_params("package", "mlflow")
     cfg = params["package"]
     model, checkpoint = load_model_from_checkpoint(CHECKPOINT)
-    contract = PreprocessingContract.from_data_params(params["data"])
+    contract = checkpoint_contract(checkpoint)
     lineage = {
         "git_commit": tracking.git_commit(),
         "mlflow_run_id": tracking.pipeline_run_id(),
@@ -91,8 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ParityError, ExportError, RegistryError, ModelIntegrityError, FileNotFoundError) as exc:
-        print(f"\npackage: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(main, "package")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from skindx.cli import run_cli
 from skindx.config import stage_params
-from skindx.data.errors import run_stage
 from skindx.data.preprocess import preprocess, require_validated
 from skindx.data.runlog import class_distribution_figure, log_data_run
 from skindx.data.validation import SUMMARY_FILE
@@ -53,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, "preprocess")
+    run_cli(main, "preprocess")

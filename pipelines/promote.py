@@ -4,10 +4,9 @@ normal outcome: the stage succeeds and says why."""
 
 from __future__ import annotations
 
-import sys
-
+from skindx.cli import run_cli
 from skindx.config import stage_params
-from skindx.registry import RegistryError, promote
+from skindx.registry import promote
 
 
 def main() -> None:
@@ -31,8 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except RegistryError as exc:
-        print(f"\npromote: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(main, "promote")

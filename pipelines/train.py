@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from skindx.cli import run_cli
 from skindx.config import load_params, stage_params
-from skindx.training.stage import run_cli, run_train
+from skindx.training.stage import run_train
 
 
 def main() -> None:

@@ -6,8 +6,9 @@ failed critical expectation with example rows, so that the pipeline stops here.
 
 from pathlib import Path
 
+from skindx.cli import run_cli
 from skindx.config import stage_params
-from skindx.data.errors import ValidationFailed, run_stage
+from skindx.data.errors import ValidationFailed
 from skindx.data.runlog import log_data_run
 from skindx.data.validation import DOCS_DIR, SUMMARY_FILE, validate, write_summary
 
@@ -39,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, "validate")
+    run_cli(main, "validate")

@@ -14,7 +14,13 @@ import pytest
 from skindx.config import write_params
 from skindx.export.card import write_card
 from skindx.inference import verify_package
-from skindx.registry import RegistryError, decide, promote, register_package
+from skindx.registry import (
+    RegistryError,
+    decide,
+    promote,
+    register_package,
+    registry_champion,
+)
 
 MODEL = "skindx-resnet50"
 SCORES = {"low": 0.500, "slightly_better": 0.502, "high": 0.600}  # test balanced accuracy
@@ -208,7 +214,9 @@ def test_unregistered_package_is_refused(store, packaged_model_dir):
     ("candidate", "champion", "force", "expected"),
     [
         (0.50, None, False, True),  # champion without a recorded metric
-        (0.505, 0.50, False, True),  # exactly min_delta
+        (0.407, 0.402, False, True),  # min_delta up to float error (0.00499999...)
+        (0.505, 0.50, False, True),  # min_delta plus float error (0.00500000...04)
+        (0.4069, 0.402, False, False),
         (0.504, 0.50, False, False),
         (0.40, 0.50, True, True),
     ],
@@ -223,6 +231,83 @@ def test_decide(candidate, champion, force, expected):
         champion_version="4",
     )
     assert decision.promote is expected and "balanced_accuracy" in decision.reason
+
+
+def test_decide_refuses_a_metric_of_unknown_direction(store):
+    with pytest.raises(RegistryError, match="'ece' is not supported"):
+        decide(0.1, 0.2, metric="ece", min_delta=0.0, force=False, champion_version="1")
+    with pytest.raises(RegistryError, match="higher-is-better"):
+        _promote(store, "high", metric="loss")
+    assert not (store[2] / "serving").exists() and not (store[2] / "reports").exists()
+
+
+def test_registry_champion_none_only_when_there_is_none(store):
+    from mlflow.exceptions import MlflowException
+
+    client = _client(store)
+    assert registry_champion(client, MODEL, "champion", "balanced_accuracy") is None  # no alias
+    assert registry_champion(client, "no-such-model", "champion", "balanced_accuracy") is None
+
+    class LockedClient:
+        def get_model_version_by_alias(self, name, alias):
+            raise MlflowException("(sqlite3.OperationalError) database is locked")
+
+    with pytest.raises(RegistryError, match="cannot read @champion.*database is locked"):
+        registry_champion(LockedClient(), MODEL, "champion", "balanced_accuracy")
+
+
+def test_unreadable_registry_promotes_nothing(store, monkeypatch):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    def locked(self, name, alias):
+        raise MlflowException("(sqlite3.OperationalError) database is locked")
+
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", locked)
+    with pytest.raises(RegistryError, match="database is locked"):
+        _promote(store, "high")
+    assert not (store[2] / "serving").exists() and not (store[2] / "reports").exists()
+
+
+def test_failed_alias_move_leaves_serving_untouched(store):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    _promote(store, "low")
+    serving = store[2] / "serving" / "model"
+    before = {p.name: p.read_bytes() for p in serving.iterdir()}
+
+    def fail(self, name, alias, version):
+        raise MlflowException("database is locked")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MlflowClient, "set_registered_model_alias", fail)
+        with pytest.raises(RegistryError, match="could not move @champion.*left unchanged"):
+            _promote(store, "high")
+    assert {p.name: p.read_bytes() for p in serving.iterdir()} == before
+    assert verify_package(serving)["version"] == "1"
+    assert str(_client(store).get_model_version_by_alias(MODEL, "champion").version) == "1"
+
+
+def test_candidate_onnx_must_be_the_registered_one(store):
+    _client(store).set_model_version_tag(MODEL, "3", "onnx_sha256", "0" * 64)
+    with pytest.raises(RegistryError, match="not the one registered as skindx-resnet50 v3"):
+        _promote(store, "high")
+    assert not (store[2] / "serving").exists()
+    assert _promote(store, "low")["decision"] == "promoted"  # an untampered version still is
+
+
+def test_lineage_names_the_run_actually_used(store, tmp_path):
+    packages, params, root = store
+    pkg = shutil.copytree(packages["low"], tmp_path / "again")
+    missing = "0" * 32
+    card = json.loads((pkg / "model.json").read_text())
+    card["lineage"]["mlflow_run_id"] = missing
+    write_card(card, pkg)
+    reg = register_package(pkg, MODEL, run_id=missing, mlflow_params=params)
+    card = json.loads((pkg / "model.json").read_text())
+    assert reg.run_id != missing
+    assert card["lineage"]["mlflow_run_id"] == reg.run_id == card["registry"]["run_id"]
 
 
 @pytest.mark.slow

@@ -35,6 +35,14 @@ from skindx.inference.preprocessing import normalize
 
 METRIC_TAG_PREFIX = "metric."
 PACKAGE_ARTIFACTS_TAG = "package_artifact_path"
+# promote.metric must be one of these: `decide` compares them as higher-is-better.
+HIGHER_IS_BETTER = (
+    "balanced_accuracy",
+    "accuracy",
+    "macro_f1",
+    "roc_auc_macro",
+    "melanoma_sensitivity",
+)
 
 
 class RegistryError(RuntimeError):
@@ -174,7 +182,7 @@ def register_package(
             "model_uri": f"models:/{registered_model}/{version}",
             "package_artifacts": artifact_path,
         }
-        card["lineage"]["mlflow_run_id"] = card["lineage"].get("mlflow_run_id") or run.info.run_id
+        card["lineage"]["mlflow_run_id"] = run.info.run_id  # the run actually logged to
         write_card(card, package_dir)  # `files` does not cover the card: hashes stay valid
         mlflow.log_artifacts(str(package_dir), artifact_path=artifact_path)
         for key, value in flat_metrics(card.get("metrics") or {}).items():
@@ -206,6 +214,14 @@ class Decision:
     reason: str
 
 
+def check_metric(metric: str) -> None:
+    if metric not in HIGHER_IS_BETTER:
+        raise RegistryError(
+            f"promote.metric {metric!r} is not supported: promotion compares higher-is-better "
+            f"metrics, one of {', '.join(HIGHER_IS_BETTER)}"
+        )
+
+
 def decide(
     candidate: float,
     champion: float | None,
@@ -215,6 +231,7 @@ def decide(
     force: bool,
     champion_version: str | None,
 ) -> Decision:
+    check_metric(metric)
     if champion_version is None:
         return Decision(
             True, f"no champion yet: candidate {metric} {candidate:.4f} becomes the first"
@@ -299,11 +316,51 @@ def registry_champion(client, registered_model: str, alias: str, metric: str) ->
 
     try:
         holder = client.get_model_version_by_alias(registered_model, alias)
-    except MlflowException:
-        return None  # no alias (or no registered model) yet
+    except MlflowException as exc:
+        # Only "no registered model" / "no such alias" mean no champion yet: anything else (an
+        # unreachable or locked store) must not let any candidate through.
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+            exc.error_code == "INVALID_PARAMETER_VALUE" and f"alias {alias}" in exc.message
+        ):
+            return None
+        raise RegistryError(
+            f"cannot read @{alias} of {registered_model!r} from the MLflow registry "
+            f"({exc.error_code}: {exc.message}); fix the store and rerun the promote stage"
+        ) from exc
     tag = holder.tags.get(f"{METRIC_TAG_PREFIX}{metric}")
     value = float(tag) if tag not in (None, "", "nan") else None
     return Champion(str(holder.version), value, holder.run_id)
+
+
+def check_registered_onnx(client, registered_model: str, version: str, card: dict) -> None:
+    """The candidate's model.onnx must be the one registered as `version` (its onnx_sha256)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        registered = client.get_model_version(registered_model, version).tags.get("onnx_sha256")
+    except MlflowException as exc:
+        raise RegistryError(
+            f"cannot read {registered_model} v{version} from the MLflow registry "
+            f"({exc.error_code}: {exc.message}); run the package stage again"
+        ) from exc
+    if registered != card["files"][ONNX_FILE]:
+        raise RegistryError(
+            f"the candidate's {ONNX_FILE} (sha256 {card['files'][ONNX_FILE]}) is not the one "
+            f"registered as {registered_model} v{version} (onnx_sha256 {registered}); "
+            "run the package stage again"
+        )
+
+
+def _set_alias(client, registered_model: str, alias: str, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_alias(registered_model, alias, version)
+    except MlflowException as exc:
+        raise RegistryError(
+            f"could not move @{alias} of {registered_model!r} to v{version} "
+            f"({exc.error_code}: {exc.message}); serving/model was left unchanged"
+        ) from exc
 
 
 def serving_champion(serving_dir: str | Path, metric: str) -> Champion | None:
@@ -328,6 +385,7 @@ def promote(
     mlflow_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Decide on the candidate package, act on it, log the decision; returns the record."""
+    check_metric(metric)
     try:
         card = verify_package(candidate_dir)
     except ModelIntegrityError as exc:
@@ -345,6 +403,7 @@ def promote(
             )
         version = str(registry["version"])
         client = _client(mlflow_params)
+        check_registered_onnx(client, registered_model, version, card)
         champion = registry_champion(client, registered_model, alias, metric)
     else:
         version = str(card["version"])
@@ -365,9 +424,11 @@ def promote(
 
     reason = decision.reason
     if decision.promote:
-        install_package(candidate_dir, serving_dir)
+        # Alias first: if moving it fails, serving/model still holds the old champion. If the
+        # install then fails, the next run sees the candidate "kept" and reinstalls it.
         if tracked:
-            client.set_registered_model_alias(registered_model, alias, version)
+            _set_alias(client, registered_model, alias, version)
+        install_package(candidate_dir, serving_dir)
     else:
         # serving/model must always hold the champion: rebuild it if it went missing or stale.
         holder = version if action == "kept" else champion.version

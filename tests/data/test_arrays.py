@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from skindx.data.arrays import write_image_array
 from skindx.data.errors import DataError
@@ -23,6 +23,23 @@ def test_array_matches_resize_to_contract(fullres_images: list[Path], tmp_path: 
     assert stored.dtype == np.uint8 and stored.shape == (9, 48, 48, 3)
     expected = np.stack([resize_to_contract(Image.open(p), contract) for p in images])
     np.testing.assert_array_equal(stored, expected)
+
+
+def test_exif_orientation_is_applied_as_serving_does(tmp_path: Path):
+    pixels = np.zeros((40, 64, 3), dtype=np.uint8)
+    pixels[:, :16] = 255  # a bright left band: rotating the image moves it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "ISIC_0000001.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    contract = PreprocessingContract(input_size=32, resize_policy="stretch")
+
+    out = write_image_array([path], contract, tmp_path / "x.npy", progress=False)
+    with Image.open(path) as image:
+        expected = resize_to_contract(ImageOps.exif_transpose(image), contract)
+        raw = resize_to_contract(image, contract)
+    np.testing.assert_array_equal(np.load(out)[0], expected)
+    assert not np.array_equal(expected, raw)  # the tag does change the pixels
 
 
 def test_empty_split_gives_an_empty_array(tmp_path: Path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from skindx.data.errors import DataError
 from skindx.data.preprocess import make_splits, preprocess, require_validated
 from skindx.data.splits import SPLITS
 from skindx.inference.preprocessing import PreprocessingContract, resize_to_contract
+from tests.conftest import REPO_ROOT
 from tests.data.conftest import CLASSES
 
 DATA = {
@@ -103,3 +106,43 @@ def test_refuses_data_that_failed_validation(tmp_path: Path):
         require_validated(summary)
     summary.write_text(json.dumps({"success": True}))
     require_validated(summary)
+
+
+def run_preprocess_stage(project: Path, data: dict, **env: str) -> subprocess.CompletedProcess:
+    summary = project / "reports" / "validation" / "summary.json"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(json.dumps({"success": True}))
+    params = {"data": data, "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}"}}
+    (project / "params.yaml").write_text(json.dumps(params))  # JSON is YAML
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "pipelines" / "preprocess.py")],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": str(Path(sys.executable).parent), **env},
+    )
+
+
+def test_a_bad_setting_fails_the_stage_in_one_line(tmp_path: Path):
+    data = {
+        "raw_dir": "data/raw",
+        "processed_dir": "data/processed",
+        "classes": CLASSES,
+        "image_size": 32,
+        "resize_policy": "center_crop",
+    }
+    result = run_preprocess_stage(tmp_path, data)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "preprocess: error: unknown resize_policy 'center_crop'" in result.stderr
+
+    # a missing key: named, still one line
+    result = run_preprocess_stage(tmp_path, {k: v for k, v in data.items() if k != "classes"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "preprocess: error: missing setting 'classes'" in result.stderr
+
+    # the traceback on request
+    result = run_preprocess_stage(tmp_path, data, SKINDX_TRACEBACK="1")
+    assert result.returncode == 1 and "Traceback" in result.stderr

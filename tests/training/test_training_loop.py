@@ -4,6 +4,8 @@ schedules. resnet18 at 32 px on real images, one or two steps per epoch."""
 from __future__ import annotations
 
 import math
+import pickle
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -105,6 +107,18 @@ def test_checkpoint_contract(processed_dir, tmp_path):
     }
 
 
+@dataclass
+class NotATensor:
+    value: int = 1
+
+
+def test_load_checkpoint_refuses_pickled_objects(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model_state": {}, "config": NotATensor()}, path)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_checkpoint(path)
+
+
 class Interrupt(Exception):
     pass
 
@@ -162,6 +176,16 @@ def test_resume_refuses_another_model(processed_dir, tmp_path):
     other = {**MODEL, "dropout": 0.5}
     with pytest.raises(ValueError, match="cannot resume"):
         make_trainer(processed_dir, tmp_path, epochs=2, model=other).fit(resume=True)
+
+
+def test_resume_refuses_a_changed_schedule(processed_dir, tmp_path):
+    make_trainer(processed_dir, tmp_path, epochs=1).fit()
+    # OneCycleLR would otherwise fail mid-run ("Tried to step N times") with a new total
+    with pytest.raises(ValueError, match=r"cannot resume .*train\.epochs: 1 -> 2.*last\.pt"):
+        make_trainer(processed_dir, tmp_path, epochs=2).fit(resume=True)
+    # where and how fast it runs may change
+    resumed = make_trainer(processed_dir, tmp_path, epochs=1, num_workers=0, channels_last=False)
+    assert resumed.fit(resume=True).epochs_run == 1
 
 
 class NeverImproves(Trainer):

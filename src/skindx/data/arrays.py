@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from skindx.data.errors import DataError
@@ -23,7 +23,8 @@ from skindx.inference.preprocessing import PreprocessingContract, resize_to_cont
 def load_resized(path: Path, contract: PreprocessingContract) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            return resize_to_contract(image, contract)
+            # as serving does (skindx.inference.images): train on the orientation it will see
+            return resize_to_contract(ImageOps.exif_transpose(image) or image, contract)
     except OSError as exc:  # validation checks decoding; this guards a changed file
         raise DataError(f"cannot decode {path}: {exc} (run the validate stage)") from exc
 

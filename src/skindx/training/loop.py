@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,18 @@ class TrainConfig:
         if seed is not None:
             params["seed"] = int(seed)
         return cls(**params)
+
+    def schedule_settings(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the checkpoint: everything but where and
+        how fast it runs (and the seed, which lives outside the train section)."""
+        settings = asdict(self)
+        for key in RESUME_IGNORED_KEYS:
+            settings.pop(key, None)
+        return settings
+
+
+# train keys that do not change the schedule or the optimisation: free to change on resume
+RESUME_IGNORED_KEYS = frozenset({"device", "num_workers", "out_dir", "channels_last", "seed"})
 
 
 @dataclass
@@ -357,7 +369,7 @@ class Trainer:
             "optimizer_state": self.optimizer.state_dict(),
             "scheduler_state": self.scheduler.state_dict(),
             "scaler_state": self.scaler.state_dict(),
-            "config": self.run_config,
+            "config": {"train": asdict(self.config), **self.run_config},
             **state,
         }
 
@@ -369,6 +381,7 @@ class Trainer:
                 f"cannot resume from {path}: it was trained with model={saved_model}, the "
                 f"current config has model={self.run_config['model']}. Delete it to start afresh."
             )
+        self._check_schedule(path, checkpoint.get("config", {}).get("train"))
         self.model.load_state_dict(checkpoint["model_state"])
         self.optimizer.load_state_dict(checkpoint["optimizer_state"])
         self.scheduler.load_state_dict(checkpoint["scheduler_state"])
@@ -376,6 +389,31 @@ class Trainer:
             self.scaler.load_state_dict(checkpoint["scaler_state"])
         log.info("resuming from %s after epoch %d", path, checkpoint["epoch"])
         return checkpoint
+
+    def _check_schedule(self, path: Path, saved_train: dict[str, Any] | None) -> None:
+        """A changed schedule (epochs, lr, batch size, ...) cannot continue the saved optimizer
+        and scheduler state: OneCycleLR, for one, fails mid-run once it passes its old total."""
+        if saved_train is None:  # a checkpoint that did not record its train section
+            return
+        current = self.config.schedule_settings()
+        try:
+            saved = TrainConfig.from_params(saved_train).schedule_settings()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"cannot resume from {path}: its train settings are not readable ({exc}). "
+                f"Delete {path} to start afresh."
+            ) from exc
+        changed = [
+            f"train.{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+            for key in sorted(set(saved) | set(current))
+            if saved.get(key) != current.get(key)
+        ]
+        if changed:
+            raise ValueError(
+                f"cannot resume from {path}: the training schedule changed since it was saved "
+                f"({'; '.join(changed)}). Delete {path} to start afresh, or restore the old "
+                f"setting."
+            )
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, resume: bool = False) -> TrainResult:

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -159,22 +155,3 @@ def log_best_weights(mlflow, best_path: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = save_checkpoint(Path(tmp) / "best.pt", slim)
         mlflow.log_artifact(str(path), artifact_path="checkpoint")
-
-
-def run_cli(main: Callable[[], object], stage: str, hint: str = "") -> None:
-    """Run a stage's main: a failure prints one readable message (the traceback only with
-    SKINDX_TRACEBACK=1) and exits non-zero, so DVC stops there."""
-    try:
-        main()
-    except KeyboardInterrupt:
-        print(f"\n{stage}: interrupted. {hint}".rstrip(), file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the stage boundary: report, don't crash
-        if os.environ.get("SKINDX_TRACEBACK"):
-            traceback.print_exc()
-        print(
-            f"\n{stage}: error: {type(exc).__name__}: {exc}\n"
-            f"(set SKINDX_TRACEBACK=1 to see the full traceback)",
-            file=sys.stderr,
-        )
-        sys.exit(1)

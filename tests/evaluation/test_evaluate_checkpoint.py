@@ -1,0 +1,49 @@
+"""evaluate_checkpoint against an independent computation on the same checkpoint and split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from skindx.evaluation.calibration import fit_temperature
+from skindx.evaluation.metrics import classification_report, softmax
+from skindx.evaluation.predict import predict_logits
+from skindx.evaluation.stage import evaluate_checkpoint
+from skindx.training.checkpoint import cpu_state_copy, save_checkpoint
+from skindx.training.data import load_class_weights, load_split
+from skindx.training.stage import read_contract
+
+MODEL = {"arch": "resnet18", "num_classes": 7, "dropout": 0.2, "weights": "none"}
+
+
+def test_metrics_and_temperature_match_an_independent_computation(
+    processed_dir, tmp_path, untrained_model_factory
+):
+    model = untrained_model_factory()  # the same build_model config as MODEL
+    contract = read_contract(processed_dir)
+    classes, _ = load_class_weights(processed_dir)
+    path = save_checkpoint(
+        tmp_path / "best.pt",
+        {
+            "model_state": cpu_state_copy(model),
+            "epoch": 1,
+            "best_epoch": 1,
+            "config": {"model": MODEL, "classes": classes, "contract": contract.to_dict()},
+        },
+    )
+
+    result = evaluate_checkpoint(path, processed_dir)
+
+    val, test = load_split(processed_dir, "val"), load_split(processed_dir, "test")
+    test_logits = predict_logits(model, test.images, contract)
+    report = classification_report(test.labels, softmax(test_logits), classes)
+    metrics = result["metrics"]
+    assert metrics["n_test"] == len(test.labels) > 0
+    for key in ("balanced_accuracy", "macro_f1", "accuracy"):
+        assert metrics[key] == pytest.approx(report[key], abs=1e-9), key
+    np.testing.assert_allclose(result["probs"], softmax(test_logits), atol=1e-5)
+
+    val_temperature = fit_temperature(predict_logits(model, val.images, contract), val.labels)
+    test_temperature = fit_temperature(test_logits, test.labels)
+    assert metrics["temperature"] == pytest.approx(val_temperature, rel=1e-4)
+    assert test_temperature != pytest.approx(val_temperature, rel=1e-2)  # fitted on val, not test
