@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from skindx.inference.model import softmax as shared_softmax
+
 MELANOMA = "mel"
 
 
@@ -119,10 +121,8 @@ def reliability_table(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, np.float64) / float(temperature)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """The shared softmax (skindx.inference.model), in float64 for the metrics."""
+    return shared_softmax(logits, temperature, dtype=np.float64)
 
 
 def classification_report(

@@ -113,11 +113,13 @@ def create_session(onnx_path: str | Path, threads: int | None = None, providers=
     )
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+def softmax(logits: np.ndarray, temperature: float = 1.0, dtype=np.float32) -> np.ndarray:
+    """softmax(logits / T) over the last axis, computed in float64; the one definition for
+    serving, export parity and evaluation (which keeps float64 for its metrics)."""
     z = np.asarray(logits, np.float64) / float(temperature)
     z -= z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(dtype, copy=False)
 
 
 def load_cam_head(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
