@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from skindx.inference.images import ImageDecodeError, decode_image, sniff_format, to_rgb
+from skindx.inference.images import (
+    ImageDecodeError,
+    apply_exif_orientation,
+    decode_image,
+    sniff_format,
+    to_rgb,
+)
 from tests.serving.hostile_corpus import encode, exif_rotated_jpeg, png_declaring, png_rgb16
 
 
@@ -82,6 +90,20 @@ def test_exif_orientation_is_applied():
     assert decoded.image.size == (64, 48)  # shown upright
     difference = np.abs(np.asarray(decoded.image, np.int16) - np.asarray(upright, np.int16))
     assert difference.mean() < 2
+    assert "Orientation" not in str(decoded.image.getexif())  # not turned a second time
+
+
+def test_orientation_turns_in_place_and_an_upright_image_is_not_copied():
+    upright = Image.open(io.BytesIO(encode(gradient(64, 48), "JPEG")))
+    upright.load()
+    pixels = upright.im  # the decoded pixel memory
+    assert apply_exif_orientation(upright) is upright
+    assert upright.im is pixels
+
+    turned = Image.open(io.BytesIO(exif_rotated_jpeg(gradient(64, 48))))
+    assert turned.size == (48, 64)
+    assert apply_exif_orientation(turned) is turned
+    assert turned.size == (64, 48)
 
 
 def test_16_bit_images_are_scaled_not_clipped():

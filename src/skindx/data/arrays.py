@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
 from skindx.data.errors import DataError
+from skindx.inference.images import apply_exif_orientation
 from skindx.inference.preprocessing import PreprocessingContract, resize_to_contract
 
 
@@ -24,7 +25,7 @@ def load_resized(path: Path, contract: PreprocessingContract) -> np.ndarray:
     try:
         with Image.open(path) as image:
             # as serving does (skindx.inference.images): train on the orientation it will see
-            return resize_to_contract(ImageOps.exif_transpose(image) or image, contract)
+            return resize_to_contract(apply_exif_orientation(image), contract)
     except OSError as exc:  # validation checks decoding; this guards a changed file
         raise DataError(f"cannot decode {path}: {exc} (run the validate stage)") from exc
 

@@ -1,0 +1,100 @@
+"""bench/loadgen.py, the serving benchmark's load generator, against the real API (uvicorn on
+127.0.0.1) and a stdlib server that closes every connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+from loadgen import multipart_request, run_load  # noqa: E402
+
+
+def host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname, parts.port
+
+
+def test_every_request_is_answered_and_counted(server, sample_jpeg: bytes):
+    host, port = host_port(server.url)
+    result = asyncio.run(run_load(host, port, "/predict", [sample_jpeg], clients=4, requests=12))
+    assert result.errors == []
+    assert len(result.latencies_s) == 12
+    summary = result.summary()
+    assert summary["errors"] == 0 and summary["throughput_rps"] > 0
+    assert 0 < summary["p50_ms"] <= summary["p99_ms"]
+
+
+def test_refusals_count_as_errors_with_their_status(server, sample_jpeg: bytes):
+    host, port = host_port(server.url)
+    images = [sample_jpeg, b"this is text, not an image"]
+    result = asyncio.run(run_load(host, port, "/predict", images, clients=1, requests=4))
+    assert len(result.latencies_s) == 4  # answered, so timed
+    assert len(result.errors) == 2
+    assert all(error.startswith("415:") for error in result.errors)
+
+
+def test_the_request_is_a_well_formed_multipart_upload(server, sample_jpeg: bytes):
+    """The replayed bytes are what the API accepts from any client (checked by its parser)."""
+    host, port = host_port(server.url)
+
+    async def one() -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(multipart_request(host, port, "/predict", "file", sample_jpeg))
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(
+                line.split(b":")[1]
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+        )
+        body = await reader.readexactly(length)
+        writer.close()
+        return int(head.split()[1]), body
+
+    status, body = asyncio.run(one())
+    assert status == 200
+    assert json.loads(body)["predicted_class"]
+
+
+class ClosingHandler(BaseHTTPRequestHandler):
+    """Answers 200 and closes the connection every time (HTTP/1.0 style)."""
+
+    def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def closing_server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ClosingHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_closed_connection_is_reopened(closing_server):
+    host, port = closing_server
+    result = asyncio.run(run_load(host, port, "/anything", [b"x" * 1000], clients=2, requests=6))
+    assert result.errors == []
+    assert len(result.latencies_s) == 6
