@@ -129,6 +129,29 @@ def agreement(api: str, baseline: str, images: list[bytes]) -> float:
     return worst
 
 
+def request_floor(model_dir: Path, images: list[bytes], repeats: int = 3) -> dict:
+    """Medians, in this process, of the two steps every API request must take: decoding the
+    upload (sniff, decode, orientation, resize to the contract) and ONNX Runtime at batch 1."""
+    from skindx.inference.images import decode_image
+    from skindx.inference.model import load_packaged_model
+    from skindx.inference.preprocessing import resize_to_contract
+
+    model = load_packaged_model(model_dir)
+    decode_s, infer_s = [], []
+    for _ in range(repeats):
+        for data in images:
+            started = time.perf_counter()
+            pixels = resize_to_contract(decode_image(data).image, model.contract)
+            decoded = time.perf_counter()
+            model.predict(pixels[None])
+            decode_s.append(decoded - started)
+            infer_s.append(time.perf_counter() - decoded)
+    return {
+        "decode_and_resize_ms": round(statistics.median(decode_s) * 1000, 2),
+        "onnx_batch_1_ms": round(statistics.median(infer_s) * 1000, 2),
+    }
+
+
 def http_stack() -> dict:
     """What uvicorn's "auto" picks for both servers (they run in this interpreter's env)."""
     found = {name: importlib.util.find_spec(name) is not None for name in ("uvloop", "httptools")}
@@ -171,7 +194,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="requests at N clients")
     parser.add_argument("--requests-single", type=int, default=150, help="requests at 1 client")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3, help="API/baseline rounds, interleaved")
+    parser.add_argument("--rounds", type=int, default=5, help="API/baseline rounds, interleaved")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument(
         "--client",
@@ -213,6 +236,7 @@ def main() -> None:
         str(baseline_port),
     ]
     single, many = "one_client", f"{args.concurrency}_clients"
+    floor = request_floor(model_dir, images)
     rounds: list[dict] = []
     # both run (the same model, checked below); only the one being measured gets load
     with (
@@ -286,6 +310,7 @@ def main() -> None:
             "mean_bytes": int(statistics.mean(len(i) for i in images)),
         },
         "max_probability_difference_api_vs_baseline": round(max_difference, 6),
+        "request_floor_in_process": floor,
         "summary": "medians over the rounds; ratios are the median of each round's paired ratio",
         "results": summary,
         "ratios": ratios,
@@ -302,6 +327,10 @@ def main() -> None:
         f"\nmodel {report['model']['arch']} @ {report['model']['input_size']} px, "
         f"{len(images)} full-res images, {os.cpu_count()} CPUs, {args.client} client, "
         f"{args.rounds} rounds (medians); max |p_api - p_baseline| = {max_difference:.2e}"
+    )
+    print(
+        f"in-process floor of one request: decode+resize {floor['decode_and_resize_ms']} ms, "
+        f"ONNX Runtime batch 1 {floor['onnx_batch_1_ms']} ms"
     )
     print(
         f"{'':10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} | {args.concurrency} clients: "

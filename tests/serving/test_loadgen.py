@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import sys
 import threading
@@ -14,8 +15,21 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "bench"))
-from loadgen import multipart_request, run_load  # noqa: E402
+
+def _load_bench_module(name: str):
+    """Import bench/<name>.py by path: putting bench/ on sys.path would let bench/serving.py
+    shadow the serving package for every later test."""
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{name}", REPO_ROOT / "bench" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+loadgen = _load_bench_module("loadgen")
+multipart_request, run_load = loadgen.multipart_request, loadgen.run_load
 
 
 def host_port(url: str) -> tuple[str, int]:
