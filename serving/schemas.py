@@ -91,6 +91,11 @@ class ModelCard(BaseModel):
     temperature: float | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     lineage: dict[str, Any] = Field(default_factory=dict)
+    card_sha256: str | None = Field(
+        None,
+        description="sha256 of model.json's canonical content, sealed at packaging and checked "
+        "on load (compare it with the registry's card_sha256 tag); null for older packages.",
+    )
 
 
 class ReloadResult(BaseModel):

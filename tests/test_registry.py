@@ -103,6 +103,7 @@ def test_register_tags_metrics_signature_and_stores_the_package(registered):
     assert float(version.tags["metric.balanced_accuracy"]) == pytest.approx(0.6)
     assert float(version.tags["metric.per_class.mel.recall"]) == pytest.approx(0.4)
     assert version.tags["onnx_sha256"] == card["files"]["model.onnx"]
+    assert version.tags["card_sha256"] == card["card_sha256"]  # the card as sealed, v3 in it
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     info = mlflow.models.get_model_info(f"models:/{MODEL}/3")
     inputs = info.signature.inputs.to_dict()

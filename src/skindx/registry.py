@@ -25,6 +25,7 @@ from skindx import tracking
 from skindx.export.atomic import replace_directory, staging_dir
 from skindx.export.card import now_iso, write_card
 from skindx.inference.model import (
+    CARD_DIGEST_KEY,
     INPUT_NAME,
     ONNX_FILE,
     OUTPUT_NAMES,
@@ -183,7 +184,7 @@ def register_package(
             "package_artifacts": artifact_path,
         }
         card["lineage"]["mlflow_run_id"] = run.info.run_id  # the run actually logged to
-        write_card(card, package_dir)  # `files` does not cover the card: hashes stay valid
+        write_card(card, package_dir)  # sealed again; the files' hashes stay valid
         mlflow.log_artifacts(str(package_dir), artifact_path=artifact_path)
         for key, value in flat_metrics(card.get("metrics") or {}).items():
             if "." not in key:  # headline metrics on the run; per-class ones stay in tags
@@ -196,6 +197,7 @@ def register_package(
         "git_commit": str(lineage.get("git_commit")),
         "data_hash": str(lineage.get("data_hash")),
         "onnx_sha256": card["files"][ONNX_FILE],
+        "card_sha256": card[CARD_DIGEST_KEY],  # the card as registered, version included
         "input_size": str(size),
         "arch": str((card.get("architecture") or {}).get("arch")),
         PACKAGE_ARTIFACTS_TAG: artifact_path,

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from skindx.export.card import write_card
 from skindx.inference import normalize, resize_to_contract
 from skindx.inference.model import (
     ModelIntegrityError,
+    card_digest,
     load_packaged_model,
     softmax,
     verify_package,
@@ -27,9 +29,10 @@ def package_copy(packaged_model_dir, tmp_path):
 
 
 def _edit_card(path, change):
+    """Repackage the card with `change` applied (sealed again, as a build would)."""
     card = json.loads((path / "model.json").read_text())
     change(card)
-    (path / "model.json").write_text(json.dumps(card))
+    write_card(card, path)
 
 
 def test_inference_never_imports_torch():
@@ -129,6 +132,37 @@ def test_card_cannot_point_outside_the_package(package_copy, tmp_path):
     _edit_card(package_copy, lambda card: card["files"].update({"../secret": "0" * 64}))
     with pytest.raises(ModelIntegrityError, match="not a plain file name"):
         verify_package(package_copy)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda card: card.update(temperature=card["temperature"] * 2),
+        lambda card: card.update(classes=card["classes"][::-1]),
+        lambda card: card["preprocessing"].update(input_size=64),
+    ],
+    ids=["temperature", "class order", "input size"],
+)
+def test_a_card_edited_by_hand_is_refused(package_copy, edit):
+    card = json.loads((package_copy / "model.json").read_text())
+    edit(card)
+    (package_copy / "model.json").write_text(json.dumps(card, indent=2))  # not resealed
+    with pytest.raises(ModelIntegrityError, match=r"model\.json: its content .* does not match"):
+        load_packaged_model(package_copy)
+
+
+def test_the_card_digest_ignores_layout_but_not_content(package_copy, caplog):
+    card = json.loads((package_copy / "model.json").read_text())
+    assert card["card_sha256"] == card_digest(card)
+    # key order and whitespace are not content
+    (package_copy / "model.json").write_text(json.dumps(dict(reversed(card.items()))))
+    verify_package(package_copy)
+
+    # a package sealed before this existed (still in registries) is served, with a warning
+    del card["card_sha256"]
+    (package_copy / "model.json").write_text(json.dumps(card))
+    verify_package(package_copy)
+    assert "has no card_sha256" in caplog.text
 
 
 def test_corrupt_card_is_refused(package_copy):

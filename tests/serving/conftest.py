@@ -99,14 +99,15 @@ def run_server(tmp_path: Path, wait_ready: bool = True, **settings: object) -> I
 
 
 def copy_package(src: Path, dest: Path, version: str | None = None) -> Path:
-    """A copy of a packaged model, optionally relabelled with another version (the card is
-    not among the hashed files, so the copy stays valid)."""
+    """A copy of a packaged model, optionally relabelled with another version (and sealed
+    again, as the registry does when it numbers a version)."""
+    from skindx.export.card import write_card
+
     shutil.copytree(src, dest)
     if version is not None:
-        card_path = dest / "model.json"
-        card = json.loads(card_path.read_text())
+        card = json.loads((dest / "model.json").read_text())
         card["version"] = version
-        card_path.write_text(json.dumps(card, indent=2))
+        write_card(card, dest)
     return dest
 
 

@@ -290,6 +290,7 @@ def test_model_card(server: Server, packaged_model_dir: Path):
     assert body["version"] == "test-1"
     assert body["metrics"] == card["metrics"]
     assert body["lineage"] == card["lineage"]
+    assert body["card_sha256"] == card["card_sha256"]
     assert [c["code"] for c in body["classes"]] == list(CLASS_CODES)
     assert body["classes"][4] == CLASS_INFO["mel"].to_dict()
     assert body["preprocessing"]["input_size"] == 32

@@ -13,6 +13,7 @@ from PIL import Image
 from serving.engine import InferenceEngine, ModelNotReadyError, ModelRejectedError
 from serving.metrics import ServingMetrics
 from serving.settings import Settings
+from skindx.export.card import write_card
 from skindx.inference import resize_to_contract
 from skindx.inference.model import load_packaged_model
 from tests.serving.conftest import copy_package
@@ -143,7 +144,7 @@ def test_a_model_with_other_classes_is_refused(packaged_model_dir: Path, tmp_pat
     model_dir = copy_package(packaged_model_dir, tmp_path / "reordered")
     card = json.loads((model_dir / "model.json").read_text())
     card["classes"] = card["classes"][::-1]
-    (model_dir / "model.json").write_text(json.dumps(card))
+    write_card(card, model_dir)
 
     async def scenario():
         engine = engine_for(model_dir)

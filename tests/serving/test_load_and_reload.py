@@ -14,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from skindx.export.card import write_card
 from tests.serving.conftest import ADMIN_TOKEN, Server, copy_package, run_server
 
 pytestmark = pytest.mark.slow
@@ -172,7 +173,7 @@ def broken_copy(src: Path, dest: Path) -> Path:
     (dest / "model.onnx").write_bytes(garbage)
     card = json.loads((dest / "model.json").read_text())
     card["files"]["model.onnx"] = hashlib.sha256(garbage).hexdigest()
-    (dest / "model.json").write_text(json.dumps(card))
+    write_card(card, dest)
     return dest
 
 

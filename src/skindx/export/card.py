@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from skindx.inference.classes import CLASS_CODES, CLASS_INFO
-from skindx.inference.model import CAM_HEAD_FILE, CARD_FILE, OUTPUT_NAMES, sha256_file
+from skindx.inference.model import (
+    CAM_HEAD_FILE,
+    CARD_DIGEST_KEY,
+    CARD_FILE,
+    OUTPUT_NAMES,
+    card_digest,
+    sha256_file,
+)
 from skindx.inference.preprocessing import PreprocessingContract
 
 CITATION = (
@@ -128,7 +135,10 @@ def build_card(
 
 
 def write_card(card: dict[str, Any], directory: str | Path) -> Path:
-    """Write model.json atomically (a reader never sees half a card)."""
+    """Write model.json atomically (a reader never sees half a card), sealed with the digest of
+    its content (`card_sha256`, set in `card` too)."""
+    # digest what a reader will load (tuples become lists, unknown types strings)
+    card[CARD_DIGEST_KEY] = card_digest(json.loads(json.dumps(card, default=str)))
     path = Path(directory) / CARD_FILE
     tmp = path.with_name(f".{CARD_FILE}.tmp")
     tmp.write_text(json.dumps(card, indent=2, sort_keys=False, default=str) + "\n")

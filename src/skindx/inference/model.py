@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ import numpy as np
 from skindx.inference.cam import cam_for_class
 from skindx.inference.preprocessing import PreprocessingContract, normalize
 
+logger = logging.getLogger(__name__)
+
 CARD_FILE = "model.json"
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.safetensors"
@@ -26,6 +29,7 @@ CAM_HEAD_FILE = "cam_head.npy"
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "features")
 REQUIRED_CARD_KEYS = ("name", "version", "classes", "preprocessing", "temperature", "files")
+CARD_DIGEST_KEY = "card_sha256"
 
 
 class ModelIntegrityError(RuntimeError):
@@ -38,6 +42,17 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def card_digest(card: dict[str, Any]) -> str:
+    """sha256 of the card's canonical JSON (sorted keys, compact), its own digest left out.
+
+    The card holds the other files' hashes, so this covers the whole package against corruption
+    and hand edits (a new temperature, reordered classes). It is no signature: whoever can
+    rewrite the card can recompute it; trust comes from where the package was built."""
+    body = {key: value for key, value in card.items() if key != CARD_DIGEST_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_card(path: str | Path) -> dict[str, Any]:
@@ -72,6 +87,20 @@ def verify_package(path: str | Path) -> dict[str, Any]:
         for name in (ONNX_FILE, cam_head)
         if name not in files
     ]
+    recorded = card.get(CARD_DIGEST_KEY)
+    if recorded is None:
+        # packages made before the card was sealed (still in registries): served, with a warning
+        logger.warning(
+            "%s has no %s (packaged by an older SkinDX): its own content is not verified; "
+            "`dvc repro package promote` rebuilds it sealed",
+            path / CARD_FILE,
+            CARD_DIGEST_KEY,
+        )
+    elif recorded != (actual := card_digest(card)):
+        problems.append(
+            f"{CARD_FILE}: its content (sha256 {actual[:12]}…) does not match its "
+            f"{CARD_DIGEST_KEY} {str(recorded)[:12]}… (edited after packaging?)"
+        )
     for name, expected in sorted(files.items()):
         # Names come from a file we do not trust yet: keep them inside the package.
         if Path(name).name != name or name in (".", "..", CARD_FILE):
