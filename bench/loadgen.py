@@ -51,7 +51,7 @@ async def send(
     writer.write(request)
     await writer.drain()
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-    status = int(head[0].split(" ", 2)[1])
+    version, status = head[0].split(" ", 2)[:2]
     headers = {}
     for line in head[1:]:
         name, _, value = line.partition(":")
@@ -59,7 +59,15 @@ async def send(
     if "content-length" not in headers:
         raise ValueError(f"response {status} has no Content-Length (chunked is not supported)")
     body = await reader.readexactly(int(headers["content-length"]))
-    return Response(status, body, headers.get("connection", "").lower() != "close")
+    return Response(int(status), body, keeps_connection(version, headers.get("connection", "")))
+
+
+def keeps_connection(http_version: str, connection_header: str) -> bool:
+    """HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only with `keep-alive`."""
+    tokens = {token.strip().lower() for token in connection_header.split(",")}
+    if http_version == "HTTP/1.1":
+        return "close" not in tokens
+    return "keep-alive" in tokens
 
 
 @dataclass
@@ -71,28 +79,46 @@ class LoadResult:
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
-        ms = np.asarray(self.latencies_s) * 1000 if self.latencies_s else np.zeros(1)
-        answered = len(self.latencies_s)
+        """Counts and latency percentiles; the latencies are None when nothing was answered."""
+        ms = np.asarray(self.latencies_s) * 1000
+        latency = dict.fromkeys(("p50_ms", "p95_ms", "p99_ms", "mean_ms"))
+        if ms.size:
+            p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+            latency = {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "mean_ms": ms.mean()}
+            latency = {key: round(float(value), 2) for key, value in latency.items()}
         return {
             "clients": self.clients,
             "requests": self.requests,
             "errors": len(self.errors),
             "error_samples": self.errors[:5],
             "seconds": round(self.seconds, 3),
-            "throughput_rps": round(answered / self.seconds, 2) if self.seconds else 0.0,
-            "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p95_ms": round(float(np.percentile(ms, 95)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "mean_ms": round(float(ms.mean()), 2),
+            "throughput_rps": round(ms.size / self.seconds, 2) if self.seconds else 0.0,
+            **latency,
         }
 
 
+# what a failed connect, a dropped connection, a garbled or a late answer raise
+CONNECTION_ERRORS = (
+    OSError,
+    asyncio.IncompleteReadError,
+    asyncio.LimitOverrunError,
+    ValueError,
+    TimeoutError,
+)
+
+
 async def run_load(
-    host: str, port: int, path: str, images: list[bytes], clients: int, requests: int
+    host: str,
+    port: int,
+    path: str,
+    images: list[bytes],
+    clients: int,
+    requests: int,
+    timeout_s: float = 120.0,
 ) -> LoadResult:
     """`requests` uploads (cycling through `images`) shared by `clients` concurrent connections.
-    A non-200 answer or a broken connection counts as an error; latency is measured for every
-    answered request."""
+    A non-200 answer, a refused or broken connection, or no answer within `timeout_s` counts as
+    an error (the connection is then reopened); latency is measured for every answered request."""
     payloads = [multipart_request(host, port, path, "file", image) for image in images]
     result = LoadResult(clients, requests, 0.0)
     counter = iter(range(requests))
@@ -101,14 +127,19 @@ async def run_load(
         connection = None
         try:
             for index in counter:
-                if connection is None:
-                    connection = await asyncio.open_connection(host, port)
                 started = time.perf_counter()
                 try:
-                    response = await send(*connection, payloads[index % len(payloads)])
-                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    if connection is None:
+                        connection = await asyncio.wait_for(
+                            asyncio.open_connection(host, port), timeout_s
+                        )
+                        started = time.perf_counter()  # time the request, not the connect
+                    request = send(*connection, payloads[index % len(payloads)])
+                    response = await asyncio.wait_for(request, timeout_s)
+                except CONNECTION_ERRORS as exc:
                     result.errors.append(f"{type(exc).__name__}: {exc}")
-                    connection[1].close()
+                    if connection is not None:
+                        connection[1].close()
                     connection = None
                     continue
                 result.latencies_s.append(time.perf_counter() - started)

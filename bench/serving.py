@@ -30,11 +30,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
 import numpy as np
-from loadgen import LoadResult, run_load
+from loadgen import LoadResult, run_load  # a sibling module: run this file as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "ham10000-fullres-sample" / "images"
@@ -161,30 +162,44 @@ def http_stack() -> dict:
     }
 
 
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, or None when a phase answered nothing (no latency to compare)."""
+    if not numerator or not denominator:
+        return None
+    return round(numerator / denominator, 2)
+
+
 def paired_ratios(api: dict, base: dict, many: str) -> dict:
     """Ratios of one round, API and baseline measured back to back (so drifts in the machine's
     speed hit both)."""
+    single = "one_client"
     return {
-        "p50_speedup_1_client": round(
-            base["one_client"]["p50_ms"] / api["one_client"]["p50_ms"], 2
+        "p50_speedup_1_client": ratio(base[single]["p50_ms"], api[single]["p50_ms"]),
+        "p99_speedup_1_client": ratio(base[single]["p99_ms"], api[single]["p99_ms"]),
+        f"throughput_ratio_{many}": ratio(
+            api[many]["throughput_rps"], base[many]["throughput_rps"]
         ),
-        "p99_speedup_1_client": round(
-            base["one_client"]["p99_ms"] / api["one_client"]["p99_ms"], 2
-        ),
-        f"throughput_ratio_{many}": round(
-            api[many]["throughput_rps"] / base[many]["throughput_rps"], 2
-        ),
-        f"p99_speedup_{many}": round(base[many]["p99_ms"] / api[many]["p99_ms"], 2),
+        f"p99_speedup_{many}": ratio(base[many]["p99_ms"], api[many]["p99_ms"]),
     }
 
 
-def median_of(rounds: list[dict], *keys: str) -> float:
-    values = []
-    for r in rounds:
-        for key in keys:
-            r = r[key]
-        values.append(r)
-    return round(float(statistics.median(values)), 2)
+def median_of(values: Iterable[float | None]) -> float | None:
+    """The median of the known values (a round that answered nothing has None)."""
+    known = [v for v in values if v is not None]
+    return round(float(statistics.median(known)), 2) if known else None
+
+
+def worst_of(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
+
+
+def reaches(value: float | None, target: float) -> bool:
+    return value is not None and value >= target
+
+
+def shown(value: float | None, width: int) -> str:
+    return f"{value:{width}.1f}" if value is not None else f"{'-':>{width}}"
 
 
 def main() -> None:
@@ -250,7 +265,10 @@ def main() -> None:
         for number in range(1, args.rounds + 1):
             # alternate who goes first, so neither always meets the machine in the same state
             order = ("api", "baseline") if number % 2 else ("baseline", "api")
-            measured: dict = {"round": number}
+            measured: dict = {
+                "round": number,
+                "started": time.strftime("%H:%M:%S", time.gmtime()),
+            }
             for name in order:
                 print(f"round {number}/{args.rounds}: measuring {name} ...", flush=True)
                 measured[name] = {
@@ -262,12 +280,12 @@ def main() -> None:
             print(f"  {measured['ratios']}", flush=True)
 
     ratio_keys = list(rounds[0]["ratios"])
-    ratios = {key: median_of(rounds, "ratios", key) for key in ratio_keys}
-    worst = {key: min(r["ratios"][key] for r in rounds) for key in ratio_keys}
+    ratios = {key: median_of(r["ratios"][key] for r in rounds) for key in ratio_keys}
+    worst = {key: worst_of(r["ratios"][key] for r in rounds) for key in ratio_keys}
     summary = {
         name: {
             phase: {
-                metric: median_of(rounds, name, phase, metric)
+                metric: median_of(r[name][phase][metric] for r in rounds)
                 for metric in ("p50_ms", "p95_ms", "p99_ms", "throughput_rps")
             }
             for phase in (single, many)
@@ -282,9 +300,10 @@ def main() -> None:
     )
     throughput_key = f"throughput_ratio_{many}"
     met = {
-        "p50_speedup_1_client": ratios["p50_speedup_1_client"] >= TARGETS["p50_speedup_1_client"],
-        "throughput_ratio_16_clients": ratios[throughput_key]
-        >= TARGETS["throughput_ratio_16_clients"],
+        "p50_speedup_1_client": reaches(
+            ratios["p50_speedup_1_client"], TARGETS["p50_speedup_1_client"]
+        ),
+        throughput_key: reaches(ratios[throughput_key], TARGETS["throughput_ratio_16_clients"]),
         "errors": errors == 0,
     }
     report = {
@@ -339,13 +358,14 @@ def main() -> None:
     for name in ("api", "baseline"):
         one, conc = summary[name][single], summary[name][many]
         print(
-            f"{name:10} {one['p50_ms']:8.1f} {one['p95_ms']:8.1f} {one['p99_ms']:8.1f} | "
-            f"{'':11}{conc['throughput_rps']:8.1f} {conc['p99_ms']:8.1f}"
+            f"{name:10} {shown(one['p50_ms'], 8)} {shown(one['p95_ms'], 8)} "
+            f"{shown(one['p99_ms'], 8)} | {'':11}{shown(conc['throughput_rps'], 8)} "
+            f"{shown(conc['p99_ms'], 8)}"
         )
     for key, value in ratios.items():
         print(f"{key}: {value}x (worst round {worst[key]}x)")
-    shown = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
-    print(f"errors: {errors}; targets met: {met}  -> {shown}")
+    written = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
+    print(f"errors: {errors}; targets met: {met}  -> {written}")
 
 
 if __name__ == "__main__":

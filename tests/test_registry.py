@@ -292,10 +292,24 @@ def test_failed_alias_move_leaves_serving_untouched(store):
 
 def test_candidate_onnx_must_be_the_registered_one(store):
     _client(store).set_model_version_tag(MODEL, "3", "onnx_sha256", "0" * 64)
-    with pytest.raises(RegistryError, match="not the one registered as skindx-resnet50 v3"):
+    with pytest.raises(
+        RegistryError, match="onnx_sha256 .* is not the package registered as skindx-resnet50 v3"
+    ):
         _promote(store, "high")
     assert not (store[2] / "serving").exists()
     assert _promote(store, "low")["decision"] == "promoted"  # an untampered version still is
+
+
+def test_candidate_card_must_be_the_registered_one(store):
+    """A card edited and sealed again after registration (say, a new temperature) is refused."""
+    packages, params, root = store
+    edited = shutil.copytree(packages["high"], root / "edited")  # the fixture's stay intact
+    card = json.loads((edited / "model.json").read_text())
+    card["temperature"] = 0.5
+    write_card(card, edited)
+    with pytest.raises(RegistryError, match=r"card_sha256 .* is not the package registered"):
+        _promote(({**packages, "edited": edited}, params, root), "edited")
+    assert not (root / "serving").exists()
 
 
 def test_lineage_names_the_run_actually_used(store, tmp_path):

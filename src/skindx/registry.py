@@ -334,23 +334,28 @@ def registry_champion(client, registered_model: str, alias: str, metric: str) ->
     return Champion(str(holder.version), value, holder.run_id)
 
 
-def check_registered_onnx(client, registered_model: str, version: str, card: dict) -> None:
-    """The candidate's model.onnx must be the one registered as `version` (its onnx_sha256)."""
+def check_registered_package(client, registered_model: str, version: str, card: dict) -> None:
+    """The candidate must be the package registered as `version`: its model.onnx (onnx_sha256
+    tag) and its card as sealed at registration (card_sha256 tag, on versions that have it)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        registered = client.get_model_version(registered_model, version).tags.get("onnx_sha256")
+        tags = client.get_model_version(registered_model, version).tags
     except MlflowException as exc:
         raise RegistryError(
             f"cannot read {registered_model} v{version} from the MLflow registry "
             f"({exc.error_code}: {exc.message}); run the package stage again"
         ) from exc
-    if registered != card["files"][ONNX_FILE]:
-        raise RegistryError(
-            f"the candidate's {ONNX_FILE} (sha256 {card['files'][ONNX_FILE]}) is not the one "
-            f"registered as {registered_model} v{version} (onnx_sha256 {registered}); "
-            "run the package stage again"
-        )
+    expected = {"onnx_sha256": card["files"][ONNX_FILE]}
+    if "card_sha256" in tags:
+        expected["card_sha256"] = card.get(CARD_DIGEST_KEY)
+    for tag, value in expected.items():
+        if tags.get(tag) != value:
+            raise RegistryError(
+                f"the candidate ({tag} {value}) is not the package registered as "
+                f"{registered_model} v{version} ({tag} {tags.get(tag)}); "
+                "run the package stage again"
+            )
 
 
 def _set_alias(client, registered_model: str, alias: str, version: str) -> None:
@@ -405,7 +410,7 @@ def promote(
             )
         version = str(registry["version"])
         client = _client(mlflow_params)
-        check_registered_onnx(client, registered_model, version, card)
+        check_registered_package(client, registered_model, version, card)
         champion = registry_champion(client, registered_model, alias, metric)
     else:
         version = str(card["version"])

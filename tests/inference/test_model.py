@@ -151,6 +151,22 @@ def test_a_card_edited_by_hand_is_refused(package_copy, edit):
         load_packaged_model(package_copy)
 
 
+def test_a_sealed_card_survives_the_json_round_trip(package_copy):
+    """The seal is computed on what a reader loads: NaN, numpy floats, tuples, int keys and
+    non-ASCII text all come back with the same digest."""
+
+    def odd_values(card):
+        card["metrics"]["undefined"] = float("nan")
+        card["metrics"]["float32"] = np.float32(0.1)
+        card["lineage"]["shape"] = (1, 2)
+        card["lineage"]["by_index"] = {1: "one"}
+        card["lineage"]["note"] = "mélanome \ud800"
+
+    _edit_card(package_copy, odd_values)
+    card = verify_package(package_copy)
+    assert card["card_sha256"] == card_digest(card)
+
+
 def test_the_card_digest_ignores_layout_but_not_content(package_copy, caplog):
     card = json.loads((package_copy / "model.json").read_text())
     assert card["card_sha256"] == card_digest(card)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -82,14 +83,18 @@ def test_the_request_is_a_well_formed_multipart_upload(server, sample_jpeg: byte
 
 
 class ClosingHandler(BaseHTTPRequestHandler):
-    """Answers 200 and closes the connection every time (HTTP/1.0 style)."""
+    """Answers 200 as HTTP/1.0 and closes the connection every time; `say_close` decides
+    whether it also sends `Connection: close` (HTTP/1.0 closes without saying so)."""
+
+    say_close = True
 
     def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
         self.rfile.read(int(self.headers["Content-Length"]))
         body = b'{"ok": true}'
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Connection", "close")
+        if self.say_close:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -97,9 +102,13 @@ class ClosingHandler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def closing_server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ClosingHandler)
+class SilentClosingHandler(ClosingHandler):
+    say_close = False
+
+
+@pytest.fixture(params=[ClosingHandler, SilentClosingHandler], ids=["says-close", "http-1.0"])
+def closing_server(request):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), request.param)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd.server_address
@@ -112,3 +121,39 @@ def test_a_closed_connection_is_reopened(closing_server):
     result = asyncio.run(run_load(host, port, "/anything", [b"x" * 1000], clients=2, requests=6))
     assert result.errors == []
     assert len(result.latencies_s) == 6
+
+
+@pytest.mark.parametrize(
+    ("version", "header", "keeps"),
+    [
+        ("HTTP/1.1", "", True),
+        ("HTTP/1.1", "Close", False),
+        ("HTTP/1.1", "upgrade, close", False),
+        ("HTTP/1.0", "", False),
+        ("HTTP/1.0", "keep-alive", True),
+    ],
+)
+def test_keep_alive_follows_the_http_version(version, header, keeps):
+    assert loadgen.keeps_connection(version, header) is keeps
+
+
+def test_a_server_that_never_answers_gives_timeouts_not_a_hang():
+    with socket.socket() as listener:  # accepts connections (backlog) but never reads
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        host, port = listener.getsockname()
+        result = asyncio.run(
+            run_load(host, port, "/predict", [b"x"], clients=2, requests=4, timeout_s=0.3)
+        )
+    assert len(result.errors) == 4 and all(e.startswith("TimeoutError") for e in result.errors)
+    assert result.latencies_s == []
+    assert result.summary()["p50_ms"] is None  # nothing answered: no latency to report
+
+
+def test_a_refused_connection_is_an_error_not_a_crash():
+    with socket.socket() as probe:  # a port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = asyncio.run(run_load("127.0.0.1", port, "/predict", [b"x"], clients=2, requests=3))
+    assert len(result.errors) == 3
+    assert all(e.startswith("ConnectionRefusedError") for e in result.errors)

@@ -51,7 +51,7 @@ def card_digest(card: dict[str, Any]) -> str:
     and hand edits (a new temperature, reordered classes). It is no signature: whoever can
     rewrite the card can recompute it; trust comes from where the package was built."""
     body = {key: value for key, value in card.items() if key != CARD_DIGEST_KEY}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)  # ASCII: any str
     return hashlib.sha256(text.encode()).hexdigest()
 
 
