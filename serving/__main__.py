@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import uvicorn
 
+from serving.metrics import MULTIPROCESS_ENV
 from serving.settings import Settings
+
+
+def prepare_multiprocess_metrics(workers: int) -> str | None:
+    """With several workers, give them one fresh directory for their Prometheus values (it must
+    be set before any worker imports prometheus_client, and start empty)."""
+    if workers < 2:
+        return None
+    directory = os.environ.get(MULTIPROCESS_ENV) or tempfile.mkdtemp(prefix="skindx-metrics-")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for stale in Path(directory).glob("*.db"):  # values of a previous run would add up
+        stale.unlink()
+    os.environ[MULTIPROCESS_ENV] = directory
+    return directory
 
 
 def main() -> None:
     settings = Settings.from_env()
+    prepare_multiprocess_metrics(settings.workers)
     uvicorn.run(
         "serving.app:app",
         host=settings.host,

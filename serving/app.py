@@ -67,6 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await loading
         await engine.close()
+        app.state.metrics.close()
 
 
 def body_limits(settings: Settings) -> Callable[[str], int]:

@@ -44,6 +44,7 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         max_wait_ms: float,
         max_queue: int,
         on_batch: Callable[[int, float], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and max_queue must be >= 1, max_wait_ms >= 0")
@@ -54,6 +55,7 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         self._last_batch_size = 0
         self.max_queue = max_queue
         self._on_batch = on_batch  # (batch size, seconds) after each batch, for metrics
+        self._on_depth = on_depth  # the queue depth whenever it changes, for metrics
         self._pending: deque[_Pending[ItemT, ResultT]] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -90,6 +92,7 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         loop = asyncio.get_running_loop()
         pending = [_Pending(item, loop.create_future()) for item in items]
         self._pending.extend(pending)
+        self._report_depth()
         self._wakeup.set()
         return list(await asyncio.gather(*(p.future for p in pending)))
 
@@ -108,10 +111,15 @@ class MicroBatcher(Generic[ItemT, ResultT]):
             batch = [
                 self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))
             ]
+            self._report_depth()
             batch = [p for p in batch if not p.future.done()]  # cancelled by its caller
             self._last_batch_size = len(batch)
             if batch:
                 await self._run_batch(loop, batch)
+
+    def _report_depth(self) -> None:
+        if self._on_depth is not None:
+            self._on_depth(len(self._pending))
 
     async def _wait_for_batch_to_fill(self, loop: asyncio.AbstractEventLoop) -> None:
         deadline = loop.time() + self.max_wait_s

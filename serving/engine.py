@@ -90,11 +90,9 @@ class InferenceEngine:
             max_wait_ms=self.settings.max_wait_ms,
             max_queue=self.settings.queue_size,
             on_batch=self.metrics.observe_batch,
+            on_depth=self.metrics.queue_depth.set,
         )
         self._batcher.start()
-        self.metrics.queue_depth.set_function(
-            lambda: self._batcher.queue_depth if self._batcher else 0
-        )
 
     async def close(self) -> None:
         if self._batcher is not None:

@@ -1,21 +1,42 @@
 """Prometheus metrics of one app instance (its own registry, so apps in tests don't collide).
-With several uvicorn workers each process keeps its own numbers; scrape each or run one."""
+
+With several uvicorn workers (`python -m serving`, SKINDX_WORKERS > 1) the numbers must add up
+across processes: `python -m serving` then sets PROMETHEUS_MULTIPROC_DIR, every worker writes
+its values there (prometheus_client's multiprocess mode) and /metrics reports the sum of all.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+def multiprocess_mode() -> bool:
+    """prometheus_client chose its multiprocess value store when first imported."""
+    return bool(os.environ.get(MULTIPROCESS_ENV))
+
+
 class ServingMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess = multiprocess_mode()
+        self._versions: set[str] = set()
         r = self.registry
         self.requests = Counter(
             "skindx_http_requests_total",
@@ -31,7 +52,10 @@ class ServingMetrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "skindx_http_requests_in_flight", "HTTP requests being handled", registry=r
+            "skindx_http_requests_in_flight",
+            "HTTP requests being handled",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.rejections = Counter(
             "skindx_rejections_total",
@@ -52,10 +76,17 @@ class ServingMetrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "skindx_inference_queue_depth", "Images waiting for inference", registry=r
+            "skindx_inference_queue_depth",
+            "Images waiting for inference",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.model_info = Gauge(
-            "skindx_model_info", "The served model (value 1)", ["version"], registry=r
+            "skindx_model_info",
+            "The served model (value 1), per worker process (pid) with several workers",
+            ["version"],
+            registry=r,
+            multiprocess_mode="liveall",
         )
         self.reloads = Counter(
             "skindx_model_reloads_total",
@@ -69,8 +100,24 @@ class ServingMetrics:
         self.batch_latency.observe(seconds)
 
     def set_model(self, version: str) -> None:
-        self.model_info.clear()
+        # 0 for the versions served before (clear() would not reach the multiprocess files)
+        for old in self._versions - {version}:
+            self.model_info.labels(version=old).set(0)
+        self._versions.add(version)
         self.model_info.labels(version=version).set(1)
+
+    def exposition(self) -> bytes:
+        """The text format of this app's metrics, or of all workers' in multiprocess mode."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined)
+        return generate_latest(combined)
+
+    def close(self) -> None:
+        """A worker that stops takes its live gauges (in flight, queue, model) with it."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())
 
 
 class MetricsMiddleware:

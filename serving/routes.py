@@ -12,7 +12,7 @@ import anyio
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving.batcher import BatcherClosedError, QueueFullError
 from serving.engine import (
@@ -308,7 +308,7 @@ def build_router(settings: Settings) -> APIRouter:
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> PlainTextResponse:
-        registry = request.app.state.metrics.registry
-        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        exposition = request.app.state.metrics.exposition()
+        return PlainTextResponse(exposition, media_type=CONTENT_TYPE_LATEST)
 
     return router

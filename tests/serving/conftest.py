@@ -51,24 +51,20 @@ class Server:
 
 
 @contextlib.contextmanager
-def run_server(tmp_path: Path, wait_ready: bool = True, **settings: object) -> Iterator[Server]:
-    """`uvicorn serving.app:app` in a subprocess with SKINDX_<NAME> settings; stopped after."""
+def run_server(
+    tmp_path: Path, wait_ready: bool = True, as_module: bool = False, **settings: object
+) -> Iterator[Server]:
+    """`uvicorn serving.app:app` (or `python -m serving` with `as_module`, which reads host,
+    port and workers from the environment) in a subprocess with SKINDX_<NAME> settings."""
     env = dict(os.environ)
     env.update({f"SKINDX_{k.upper()}": str(v) for k, v in settings.items()})
     port = free_port()
+    env.update(SKINDX_HOST="127.0.0.1", SKINDX_PORT=str(port))
+    uvicorn_cli = ["-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1", "--port", str(port)]
     log_path = tmp_path / f"uvicorn-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "serving.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            [sys.executable, *(["-m", "serving"] if as_module else uvicorn_cli)],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,
