@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,7 +19,10 @@ def prepare_multiprocess_metrics(workers: int) -> str | None:
     be set before any worker imports prometheus_client, and start empty)."""
     if workers < 2:
         return None
-    directory = os.environ.get(MULTIPROCESS_ENV) or tempfile.mkdtemp(prefix="skindx-metrics-")
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="skindx-metrics-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
     Path(directory).mkdir(parents=True, exist_ok=True)
     for stale in Path(directory).glob("*.db"):  # values of a previous run would add up
         stale.unlink()
