@@ -136,6 +136,7 @@ def stack_environment(environ: Mapping[str, str]) -> dict[str, str]:
         SKINDX_UPSTREAM_FLAGS="",
         SKINDX_RESOLVER="",
         SKINDX_PREDICT_RATE=environ.get("SKINDX_PREDICT_RATE", "10r/s"),
+        SKINDX_UI_SESSIONS=environ.get("SKINDX_UI_SESSIONS", "10"),
         API_URL=f"http://127.0.0.1:{api_port}",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}",
         PYTHONUNBUFFERED="1",

@@ -22,6 +22,7 @@ import pytest
 from skindx.stack import free_port
 from tests.conftest import REPO_ROOT
 
+UI_SESSIONS = 4  # open UI WebSockets per client address (nginx limit_conn)
 STARTUP_TIMEOUT_S = 300  # MLflow's first start migrates a fresh SQLite store: slow on 2 cores
 SHUTDOWN_TIMEOUT_S = 30
 SCREENSHOT_DIR = REPO_ROOT / "reports" / "e2e"
@@ -92,6 +93,7 @@ def stack(packaged_model_dir: Path, tmp_path_factory) -> Iterator[Stack]:
         SKINDX_MLFLOW_ARTIFACTS=str(run_dir / "mlartifacts"),
         SKINDX_DOCS_SITE=str(run_dir / "site"),
         SKINDX_READY_TIMEOUT=str(STARTUP_TIMEOUT_S),
+        SKINDX_UI_SESSIONS=str(UI_SESSIONS),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
     log_path = run_dir / "stack.log"

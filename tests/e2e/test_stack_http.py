@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 
 from skindx.inference.classes import CLASS_CODES, CLASS_INFO
+from tests.e2e.conftest import UI_SESSIONS
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -116,21 +118,46 @@ def test_ui_sets_a_sticky_session_cookie_once(stack):
             assert second.headers.get(name) == value
 
 
-def test_streamlit_websocket_upgrade_passes_through(stack):
+def websocket_headers(stack) -> dict[str, str]:
     host = stack.url.split("//")[1].rstrip("/")
-    headers = {
+    return {
         "Connection": "Upgrade",
         "Upgrade": "websocket",
         "Sec-WebSocket-Version": "13",
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
         "Origin": f"http://{host}",
     }
+
+
+def test_streamlit_websocket_upgrade_passes_through(stack):
     with (
         httpx.Client(timeout=10) as client,
-        client.stream("GET", f"{stack.url}_stcore/stream", headers=headers) as response,
+        client.stream(
+            "GET", f"{stack.url}_stcore/stream", headers=websocket_headers(stack)
+        ) as response,
     ):
         assert response.status_code == 101
         assert response.headers["upgrade"].lower() == "websocket"
+
+
+def test_open_ui_sessions_per_client_are_capped(stack):
+    """The UI calls the API from its server, past nginx's rate limit; the cap on open sessions
+    (one analysis at a time each) bounds that load per client."""
+    with contextlib.ExitStack() as sessions, httpx.Client(timeout=10) as client:
+        statuses = []
+        for _ in range(UI_SESSIONS + 1):
+            response = sessions.enter_context(
+                client.stream("GET", f"{stack.url}_stcore/stream", headers=websocket_headers(stack))
+            )
+            statuses.append(response.status_code)
+    assert statuses == [101] * UI_SESSIONS + [429]
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream(
+            "GET", f"{stack.url}_stcore/stream", headers=websocket_headers(stack)
+        ) as again,
+    ):
+        assert again.status_code == 101  # closed sessions free their places
 
 
 def test_prediction_routes_are_rate_limited(stack):
