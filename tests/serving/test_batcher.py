@@ -73,36 +73,53 @@ def test_process_runs_off_the_event_loop_thread():
     assert recorder.threads and loop_thread not in recorder.threads
 
 
-def test_a_lone_request_is_not_held_for_a_full_batch():
-    recorder = Recorder()
+def submit_one_by_one(recorder: Recorder, items: list[int], **options) -> list[int]:
+    """Each item submitted once the previous one is answered (an idle server), 10 s at most."""
 
     async def scenario():
-        batcher, executor = make(recorder, max_batch=64, max_wait_ms=20)
+        batcher, executor = make(recorder, **options)
         batcher.start()
-        result = await asyncio.wait_for(batcher.submit(1), timeout=10)
+        results = [await asyncio.wait_for(batcher.submit(i), timeout=10) for i in items]
         await batcher.close()
         executor.shutdown()
-        return result
+        return results
 
-    assert run(scenario()) == 2
+    return run(scenario())
+
+
+def test_a_lone_request_is_not_held_for_a_full_batch():
+    recorder = Recorder()
+    assert submit_one_by_one(recorder, [1], max_batch=64, max_wait_ms=20) == [2]
     assert recorder.batches == [[1]]
 
 
 def test_an_idle_batcher_does_not_wait_max_wait_for_company():
     recorder = Recorder()
+    # max_wait far beyond the timeout: only the idle fast path can answer in time
+    assert submit_one_by_one(recorder, [1, 2], max_batch=4, max_wait_ms=60_000) == [2, 4]
+    assert recorder.batches == [[1], [2]]
+
+
+def test_queue_depth_is_reported_whenever_it_changes():
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    depths: list[int] = []
 
     async def scenario():
-        # max_wait far beyond the timeout: only the idle fast path can answer in time
-        batcher, executor = make(recorder, max_batch=4, max_wait_ms=60_000)
+        batcher, executor = make(recorder, max_batch=1, max_wait_ms=0, on_depth=depths.append)
         batcher.start()
-        first = await asyncio.wait_for(batcher.submit(1), timeout=10)
-        second = await asyncio.wait_for(batcher.submit(2), timeout=10)
+        first = asyncio.ensure_future(batcher.submit(0))
+        while not recorder.entered.is_set():  # item 0 left the queue and waits at the gate
+            await asyncio.sleep(0.01)
+        queued = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, 4)]
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, *queued)
         await batcher.close()
         executor.shutdown()
-        return first, second
 
-    assert run(scenario()) == (2, 4)
-    assert recorder.batches == [[1], [2]]
+    run(scenario())
+    assert depths == [1, 0, 1, 2, 3, 2, 1, 0]
 
 
 def test_full_queue_refuses_instead_of_growing():

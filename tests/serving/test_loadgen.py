@@ -63,19 +63,11 @@ def test_the_request_is_a_well_formed_multipart_upload(server, sample_jpeg: byte
 
     async def one() -> tuple[int, bytes]:
         reader, writer = await asyncio.open_connection(host, port)
-        writer.write(multipart_request(host, port, "/predict", "file", sample_jpeg))
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(
-            next(
-                line.split(b":")[1]
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            )
+        response = await loadgen.send(
+            reader, writer, multipart_request(host, port, "/predict", "file", sample_jpeg)
         )
-        body = await reader.readexactly(length)
         writer.close()
-        return int(head.split()[1]), body
+        return response.status, response.body
 
     status, body = asyncio.run(one())
     assert status == 200
