@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.helpers.servers import free_port
 from tests.serving.conftest import Server, run_server
 
 APP_DIR = REPO_ROOT / "app"
@@ -27,6 +28,4 @@ def api_server(packaged_model_dir: Path, tmp_path_factory) -> Iterator[Server]:
 @pytest.fixture
 def closed_port_url() -> str:
     """A URL where nothing listens (the port was free a moment ago)."""
-    from skindx.stack import free_port
-
     return f"http://127.0.0.1:{free_port()}"

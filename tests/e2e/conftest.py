@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,8 @@ import httpx
 import psutil
 import pytest
 
-from skindx.stack import free_port
 from tests.conftest import REPO_ROOT
+from tests.helpers.servers import free_port, start_server
 
 UI_SESSIONS = 4  # open UI WebSockets per client address (nginx limit_conn)
 STARTUP_TIMEOUT_S = 300  # MLflow's first start migrates a fresh SQLite store: slow on 2 cores
@@ -96,30 +95,29 @@ def stack(packaged_model_dir: Path, tmp_path_factory) -> Iterator[Stack]:
         SKINDX_UI_SESSIONS=str(UI_SESSIONS),
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
-    log_path = run_dir / "stack.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "skindx.stack"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # like a terminal's job: our SIGINT reaches honcho alone
-        )
     url = f"http://127.0.0.1:{port}/"
-    stack = Stack(url, run_dir, log_path)
-    ports = [port]
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S + 30
-        while f"SkinDX is ready at {url}" not in stack.log():
-            if process.poll() is not None:
-                pytest.fail(f"the stack exited with {process.returncode}:\n{stack.log()[-6000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the stack was not ready in time:\n{stack.log()[-6000:]}")
-            time.sleep(1)
-        ports += [int(stack.upstream(n).rsplit(":", 1)[1]) for n in ("api", "ui", "mlflow")]
-        yield stack
-    finally:
-        leftovers = _stop(process, ports)
-        if leftovers:
-            pytest.fail("Ctrl-C did not stop the whole stack: " + "; ".join(leftovers))
+    with start_server(
+        [sys.executable, "-m", "skindx.stack"],
+        url,
+        run_dir / "stack.log",
+        ready_path=None,  # wait for the announcer: it checks every service
+        cwd=REPO_ROOT,
+        env=env,
+        stop_signal=signal.SIGINT,
+        stop_timeout=SHUTDOWN_TIMEOUT_S,
+        start_new_session=True,  # like a terminal's job: our SIGINT reaches honcho alone
+    ) as server:
+        stack = Stack(url, run_dir, server.log_path)
+        ports = [port]
+        try:
+            server.wait_until(
+                lambda: f"SkinDX is ready at {url}" in stack.log(),
+                STARTUP_TIMEOUT_S + 30,
+                "ready",
+            )
+            ports += [int(stack.upstream(n).rsplit(":", 1)[1]) for n in ("api", "ui", "mlflow")]
+            yield stack
+        finally:
+            leftovers = _stop(server.process, ports)
+            if leftovers:
+                pytest.fail("Ctrl-C did not stop the whole stack: " + "; ".join(leftovers))

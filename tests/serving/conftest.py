@@ -4,50 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.helpers.servers import ServerProcess, free_port, start_server
 
 ADMIN_TOKEN = "test-admin-token"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 30), **kwargs)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"server at {self.url} not ready after {timeout}s:\n{self.log()}")
+Server = ServerProcess  # a uvicorn API started by `run_server`
 
 
 @contextlib.contextmanager
@@ -56,42 +26,21 @@ def run_server(
 ) -> Iterator[Server]:
     """`uvicorn serving.app:app` (or `python -m serving` with `as_module`, which reads host,
     port and workers from the environment) in a subprocess with SKINDX_<NAME> settings."""
-    env = dict(os.environ)
-    env.update({f"SKINDX_{k.upper()}": str(v) for k, v in settings.items()})
     port = free_port()
+    env = {f"SKINDX_{k.upper()}": str(v) for k, v in settings.items()}
     env.update(SKINDX_HOST="127.0.0.1", SKINDX_PORT=str(port))
     uvicorn_cli = ["-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1", "--port", str(port)]
-    log_path = tmp_path / f"uvicorn-{port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, *(["-m", "serving"] if as_module else uvicorn_cli)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"uvicorn exited with {process.returncode}:\n{server.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"uvicorn did not start:\n{server.log()}")
-            time.sleep(0.1)
+    command = [sys.executable, *(["-m", "serving"] if as_module else uvicorn_cli)]
+    with start_server(
+        command,
+        f"http://127.0.0.1:{port}",
+        tmp_path / f"uvicorn-{port}.log",
+        cwd=REPO_ROOT,
+        extra_env=env,
+    ) as server:
         if wait_ready:
-            server.wait_ready()
+            server.wait_for("/ready")
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def copy_package(src: Path, dest: Path, version: str | None = None) -> Path:
