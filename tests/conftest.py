@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,63 @@ def run_dvc(project: Path, *args: str, env: dict[str, str], timeout: float = 900
         text=True,
         timeout=timeout,
     )
+
+
+@dataclass(frozen=True)
+class QuickProject:
+    """A project copy after one quick-profile `dvc repro` (real images, real MLflow, real DVC).
+
+    Shared by the whole session: read it, never change it. A test that must change the project
+    (run an experiment, push to a remote) works on `copy_to(dest)`."""
+
+    path: Path
+    env: dict[str, str]
+    stdout: str
+    stderr: str
+
+    def copy_to(self, dest: Path) -> QuickProject:
+        """A full copy (git, DVC cache, MLflow store) with its own environment. The copied
+        MLflow store's artifact locations are rewritten to point into the copy, so runs in
+        the copy never write into the shared project."""
+        import sqlite3
+
+        shutil.copytree(self.path, dest, symlinks=True)
+        db = dest / "mlflow.db"
+        if db.is_file():
+            old, new = str(self.path), str(dest)
+            with sqlite3.connect(db) as con:
+                tables = [
+                    r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                ]
+                for table in tables:
+                    for column in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                        if "CHAR" in column[2].upper() or "TEXT" in column[2].upper():
+                            con.execute(
+                                f'UPDATE "{table}" SET "{column[1]}" = '
+                                f'replace("{column[1]}", ?, ?) WHERE instr("{column[1]}", ?) > 0',
+                                (old, new, old),
+                            )
+        source = self.env.get("SKINDX_DATA_DIR")
+        env = project_env(dest, Path(source) if source else None)
+        return QuickProject(dest, env, self.stdout, self.stderr)
+
+
+def repro_quick_project(dest: Path, source: Path, overrides: Iterable[str] = ()) -> QuickProject:
+    """Copy the project into `dest`, compose the quick profile (plus `overrides`) and run the
+    whole `dvc repro`; fails the test with the pipeline's output if a stage fails."""
+    project = make_project_copy(dest, ("experiment=quick", *overrides))
+    env = project_env(project, source)
+    result = run_dvc(project, "repro", env=env)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return QuickProject(project, env, result.stdout, result.stderr)
+
+
+@pytest.fixture(scope="session")
+def quick_project(tmp_path_factory, small_source) -> QuickProject:
+    """The quick pipeline, run once per session on real images (about 90, ten lesions per
+    class): `.path` (the project copy), `.env` (its MLflow store and data source), `.stdout`.
+    Read-only; use `quick_project.copy_to(tmp_path / "p")` to change anything."""
+    return repro_quick_project(tmp_path_factory.mktemp("quick") / "skindx", small_source)
 
 
 # --- preprocessed arrays for model tests (train/evaluate issue) --------------------------------

@@ -1,7 +1,7 @@
 """The whole DVC pipeline, for real: quick profile, real images, real MLflow store, real DVC.
 
-One project copy is built once per session and shared by the tests below, which run in order
-(they read what the first `dvc repro` produced).
+The session's `quick_project` (tests/conftest.py) runs `dvc repro` once; the tests below read
+what it produced, and the one that runs an experiment works on a copy of it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from tests.conftest import make_project_copy, project_env, run_dvc
+from skindx.inference import CLASS_CODES
+from tests.conftest import run_dvc
 
 pytestmark = pytest.mark.slow
 
@@ -18,12 +19,8 @@ STAGES = ["ingest", "validate", "preprocess", "train", "evaluate", "package", "p
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory, small_source):
-    project = make_project_copy(tmp_path_factory.mktemp("pipeline") / "skindx")
-    env = project_env(project, small_source)
-    result = run_dvc(project, "repro", env=env)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return project, env, result
+def repro(quick_project):
+    return quick_project.path, quick_project.env, quick_project
 
 
 def test_repro_runs_every_stage_and_ends_with_a_servable_model(repro):
@@ -59,12 +56,20 @@ def test_metrics_and_plots_render(repro):
     shown = json.loads(metrics.stdout)
     files = next(iter(shown.values()))["data"]
     assert "balanced_accuracy" in files["reports/metrics.json"]["data"]
+    # from tests/evaluation/test_dvc_pipeline_outputs.py (deleted: it repeated this dvc repro)
+    workspace = files["reports/metrics.json"]["data"]
+    assert 0.0 <= workspace["balanced_accuracy"] <= 1.0 and "per_class" in workspace
     assert files["reports/validation/summary.json"]["data"]["success"] is True
     plots = run_dvc(project, "plots", "show", "--json", env=env)
     assert plots.returncode == 0, plots.stderr
-    rendered = json.loads(plots.stdout)["data"]
+    shown_plots = json.loads(plots.stdout)
+    assert not shown_plots.get("errors"), shown_plots.get("errors")
+    rendered = shown_plots["data"]
     for plot in ("reports/plots/confusion.csv", "loss", "validation", "roc", "reliability"):
         assert rendered.get(plot), f"dvc plots show rendered nothing for {plot}"
+    roc = rendered["roc"][0]["content"]["data"]["values"]
+    assert {row["filename"] for row in roc} == {f"{c}.csv" for c in CLASS_CODES}
+    assert any(item["type"] == "image" for item in rendered["reports/plots/images/roc.png"])
     html = run_dvc(project, "plots", "show", "-o", str(project / "plots_html"), env=env)
     assert html.returncode == 0, html.stderr
     assert "confusion_csv" in (project / "plots_html" / "index.html").read_text()
@@ -84,11 +89,12 @@ def test_model_is_registered_with_champion_alias(repro):
     assert "test_balanced_accuracy" in run.data.metrics
 
 
-def test_worse_experiment_is_not_promoted_and_the_log_says_why(repro):
+def test_worse_experiment_is_not_promoted_and_the_log_says_why(quick_project, tmp_path):
     """Acceptance (package and model issues): an experiment with another architecture runs
     through `dvc exp run -S`, `dvc exp show` compares it with the baseline, and a candidate that
     does not beat the champion by promote.min_delta is registered but not promoted."""
-    project, env, _ = repro
+    copy = quick_project.copy_to(tmp_path / "skindx")  # the session's run stays untouched
+    project, env = copy.path, copy.env
     served = json.loads((project / "serving/model/model.json").read_text())["version"]
     # quick sets model.arch itself, so the architecture is overridden by key, not by group
     overrides = [
