@@ -1,0 +1,205 @@
+"""Champion stores: where the current champion is read from and recorded.
+
+`promote` talks to one `ChampionStore`, chosen once by `champion_store`:
+- `MlflowChampionStore`: the MLflow registry; the champion is the version holding the alias,
+  a promotion moves the alias, each decision is tagged on the candidate version, and a missing
+  serving/model is restored from the version's stored package.
+- `LocalChampionStore` (SKINDX_TRACKING=off): no registry; the champion is whatever intact
+  package serving/model holds, so promoting is installing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from skindx import tracking
+from skindx.inference.model import CARD_DIGEST_KEY, ONNX_FILE
+from skindx.registry.errors import RegistryError
+from skindx.registry.install import installed_card
+from skindx.registry.registration import (
+    METRIC_TAG_PREFIX,
+    mlflow_client,
+    restore_version,
+)
+from skindx.registry.rule import metric_value
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    value: float | None
+    run_id: str | None = None
+
+
+class ChampionStore(Protocol):
+    """What `promote` needs from wherever the champion lives."""
+
+    uri: str | None  # logged as the decision's "registry"
+    note: str  # appended to every decision's reason ("" when nothing to add)
+
+    def candidate_version(self, card: dict[str, Any], candidate_dir: str | Path) -> str:
+        """The candidate's version in this store; raises RegistryError if it is not there."""
+
+    def champion(self, metric: str) -> Champion | None:
+        """The current champion with its `metric`, or None when there is none yet."""
+
+    def make_champion(self, version: str) -> None:
+        """Record `version` as the champion (before serving/model is replaced)."""
+
+    def restore(self, version: str, serving_dir: str | Path) -> None:
+        """Put the champion `version`'s package back into `serving_dir`."""
+
+    def record(self, version: str, record: dict[str, Any]) -> None:
+        """Attach the decision to the candidate `version`."""
+
+
+# --- MLflow registry -------------------------------------------------------------------------
+
+
+def registry_champion(client, registered_model: str, alias: str, metric: str) -> Champion | None:
+    """The version holding `alias`, with the metric it was tagged with at registration."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        holder = client.get_model_version_by_alias(registered_model, alias)
+    except MlflowException as exc:
+        # Only "no registered model" / "no such alias" mean no champion yet: anything else (an
+        # unreachable or locked store) must not let any candidate through.
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+            exc.error_code == "INVALID_PARAMETER_VALUE" and f"alias {alias}" in exc.message
+        ):
+            return None
+        raise RegistryError(
+            f"cannot read @{alias} of {registered_model!r} from the MLflow registry "
+            f"({exc.error_code}: {exc.message}); fix the store and rerun the promote stage"
+        ) from exc
+    tag = holder.tags.get(f"{METRIC_TAG_PREFIX}{metric}")
+    value = float(tag) if tag not in (None, "", "nan") else None
+    return Champion(str(holder.version), value, holder.run_id)
+
+
+def check_registered_package(client, registered_model: str, version: str, card: dict) -> None:
+    """The candidate must be the package registered as `version`: its model.onnx (onnx_sha256
+    tag) and its card as sealed at registration (card_sha256 tag, on versions that have it)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_model_version(registered_model, version).tags
+    except MlflowException as exc:
+        raise RegistryError(
+            f"cannot read {registered_model} v{version} from the MLflow registry "
+            f"({exc.error_code}: {exc.message}); run the package stage again"
+        ) from exc
+    expected = {"onnx_sha256": card["files"][ONNX_FILE]}
+    if "card_sha256" in tags:
+        expected["card_sha256"] = card.get(CARD_DIGEST_KEY)
+    for tag, value in expected.items():
+        if tags.get(tag) != value:
+            raise RegistryError(
+                f"the candidate ({tag} {value}) is not the package registered as "
+                f"{registered_model} v{version} ({tag} {tags.get(tag)}); "
+                "run the package stage again"
+            )
+
+
+class MlflowChampionStore:
+    note = ""
+
+    def __init__(
+        self, registered_model: str, alias: str, mlflow_params: dict[str, Any] | None = None
+    ) -> None:
+        self.registered_model = registered_model
+        self.alias = alias
+        self.mlflow_params = mlflow_params
+        self.uri = tracking.tracking_uri(mlflow_params)
+        self.client = mlflow_client(mlflow_params)
+
+    def candidate_version(self, card: dict[str, Any], candidate_dir: str | Path) -> str:
+        registry = card.get("registry") or {}
+        if registry.get("name") != self.registered_model or not registry.get("version"):
+            raise RegistryError(
+                f"{candidate_dir} is not a registered version of {self.registered_model!r} "
+                f"(card registry: {registry or 'none'}); run the package stage first."
+            )
+        version = str(registry["version"])
+        check_registered_package(self.client, self.registered_model, version, card)
+        return version
+
+    def champion(self, metric: str) -> Champion | None:
+        return registry_champion(self.client, self.registered_model, self.alias, metric)
+
+    def make_champion(self, version: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.set_registered_model_alias(self.registered_model, self.alias, version)
+        except MlflowException as exc:
+            raise RegistryError(
+                f"could not move @{self.alias} of {self.registered_model!r} to v{version} "
+                f"({exc.error_code}: {exc.message}); serving/model was left unchanged"
+            ) from exc
+
+    def restore(self, version: str, serving_dir: str | Path) -> None:
+        restore_version(self.registered_model, version, serving_dir, self.mlflow_params)
+
+    def record(self, version: str, record: dict[str, Any]) -> None:
+        champion = record["champion"]
+        for key, value in (
+            ("promotion.decision", record["decision"]),
+            ("promotion.reason", record["reason"][:4000]),
+            ("promotion.time", record["time"]),
+            ("promotion.champion_version", champion["version"] if champion else "none"),
+        ):
+            self.client.set_model_version_tag(self.registered_model, version, key, value)
+
+
+# --- no registry (SKINDX_TRACKING=off) -------------------------------------------------------
+
+
+def serving_champion(serving_dir: str | Path, metric: str) -> Champion | None:
+    """Without MLflow (SKINDX_TRACKING=off) the champion is whatever serving/model holds."""
+    card = installed_card(serving_dir)
+    if card is None:
+        return None
+    return Champion(str(card["version"]), metric_value(card.get("metrics"), metric))
+
+
+class LocalChampionStore:
+    uri = None
+    note = " (SKINDX_TRACKING=off: compared with serving/model, no registry alias)"
+
+    def __init__(self, serving_dir: str | Path) -> None:
+        self.serving_dir = serving_dir
+
+    def candidate_version(self, card: dict[str, Any], candidate_dir: str | Path) -> str:
+        return str(card["version"])
+
+    def champion(self, metric: str) -> Champion | None:
+        return serving_champion(self.serving_dir, metric)
+
+    def make_champion(self, version: str) -> None:
+        """Installing the package into serving/model is what makes it the champion here."""
+
+    def restore(self, version: str, serving_dir: str | Path) -> None:
+        raise RegistryError(
+            f"v{version} is not in {serving_dir} and there is no registry to restore it from "
+            "(SKINDX_TRACKING=off); run the package and promote stages again"
+        )
+
+    def record(self, version: str, record: dict[str, Any]) -> None:
+        """The decision log is the only record without a registry."""
+
+
+def champion_store(
+    registered_model: str,
+    *,
+    alias: str,
+    serving_dir: str | Path,
+    mlflow_params: dict[str, Any] | None = None,
+) -> ChampionStore:
+    """The MLflow registry, or serving/model itself when tracking is off (SKINDX_TRACKING)."""
+    if tracking.tracking_enabled():
+        return MlflowChampionStore(registered_model, alias, mlflow_params)
+    return LocalChampionStore(serving_dir)
