@@ -47,13 +47,37 @@ repro: install ## rebuild the model: dvc repro (demo profile)
 	$(VENV)/bin/dvc repro
 	@echo; echo "outputs: data/raw data/processed models/ reports/ serving/model/  (dvc metrics show, dvc plots show)"
 
-run: install ## install, rebuild the model unless it is up to date, serve the stack on one port
+run: install ## install, pull the team's outputs if a DVC remote is set, rebuild what is out of date, serve on one port
+	@if $(DVC_REMOTE_READY); then \
+	  echo "pulling the pipeline's outputs and run cache from DVC remote '$$($(DVC) remote default)'"; \
+	  $(DVC) pull --run-cache || echo "make run: some outputs are not on the remote; dvc repro rebuilds them"; \
+	fi
 	@if [ -f $(MODEL_DIR)/model.json ] && $(VENV)/bin/dvc status -q >/dev/null 2>&1; then \
 	  echo "promoted model in $(MODEL_DIR) is up to date (dvc status): not retraining"; \
+	elif $(DVC_REMOTE_READY); then \
+	  $(DVC) repro --pull; \
 	else \
 	  $(MAKE) --no-print-directory repro; \
 	fi
 	$(MAKE) --no-print-directory serve
+
+# A shared DVC remote (README "Sharing outputs: a DVC remote"). SKINDX_DVC_REMOTE (a path, an
+# NFS mount, ssh://host/path, s3://bucket/path) becomes this clone's default remote in
+# .dvc/config.local (never committed); without it, the one set with `dvc remote add -d` is used.
+# There is no default remote: without either, push and pull say what to set.
+.PHONY: push pull
+DVC := $(VENV)/bin/dvc
+DVC_REMOTE_NAME ?= skindx
+DVC_REMOTE_READY = { [ -z "$$SKINDX_DVC_REMOTE" ] || $(DVC) remote add --local --force --default $(DVC_REMOTE_NAME) "$$SKINDX_DVC_REMOTE" >/dev/null; } && $(DVC) remote default >/dev/null 2>&1
+DVC_NO_REMOTE = { echo "$@: no DVC remote. Set SKINDX_DVC_REMOTE=/shared/dir (or ssh://host/path, s3://bucket/path), or run: dvc remote add -d NAME URL" >&2; exit 2; }
+
+push: install ## upload the pipeline's outputs and the run cache to the DVC remote (SKINDX_DVC_REMOTE)
+	@$(DVC_REMOTE_READY) || $(DVC_NO_REMOTE)
+	$(DVC) push --run-cache
+
+pull: install ## fetch the pipeline's outputs and the run cache from the DVC remote (SKINDX_DVC_REMOTE)
+	@$(DVC_REMOTE_READY) || $(DVC_NO_REMOTE)
+	$(DVC) pull --run-cache
 
 serve: install ## serve the stack (nginx, API, UI, MLflow) at one URL without retraining; Ctrl-C stops it
 	SKINDX_HTTP_PORT=$(HTTP_PORT) $(PY) -m skindx.stack
