@@ -9,20 +9,25 @@ STAMP     := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK := true
 PYTEST_ARGS ?=
-HTTP_PORT ?= $(or $(SKINDX_HTTP_PORT),8080)
 MODEL_DIR := serving/model
+# containers: compose v2 (`docker compose`) where the plugin exists, else docker-compose v1
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# the trainer writes into the checkout as the checkout's owner (docs/stack.md)
+export SKINDX_UID ?= $(shell id -u)
+export SKINDX_GID ?= $(shell id -g)
 
-.PHONY: help install system-deps params run repro serve serve-api test test-fast lint bench clean
+PHONY_MINE := model api-image up down
+.PHONY: $(PHONY_MINE) help install system-deps params run repro serve serve-api test test-fast lint bench docs clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-system-deps: ## Debian packages for the stack and the tests (nginx, chromium, chromedriver, docker-compose)
+system-deps: ## Debian packages for the stack and the tests (nginx, chromium, chromedriver, docker compose)
 	@missing=""; \
 	command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
-	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -30,10 +35,10 @@ system-deps: ## Debian packages for the stack and the tests (nginx, chromium, ch
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-$(STAMP): requirements/train.txt serving/requirements.txt app/requirements.txt pyproject.toml
+$(STAMP): requirements/dev.txt requirements/pipeline.txt requirements/torch.txt requirements/docs.txt requirements/notebook.txt serving/requirements.txt app/requirements.txt pyproject.toml
 	@test -x $(PIP) || python3 -m venv --clear $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements/train.txt
+	$(PIP) install -q -r requirements/dev.txt
 	$(PIP) install -q --no-deps -e .
 	@touch $(STAMP)
 
@@ -80,7 +85,28 @@ pull: install ## fetch the pipeline's outputs and the run cache from the DVC rem
 	$(DVC) pull --run-cache
 
 serve: install ## serve the stack (nginx, API, UI, MLflow) at one URL without retraining; Ctrl-C stops it
-	SKINDX_HTTP_PORT=$(HTTP_PORT) $(PY) -m skindx.stack
+	$(PY) -m deploy.stack
+
+model: ## make sure a promoted model is in serving/model (runs the pipeline when there is none)
+	@if [ -f $(MODEL_DIR)/model.json ]; then \
+	  echo "promoted model: $(MODEL_DIR) (version $$(python3 -c 'import json; print(json.load(open("$(MODEL_DIR)/model.json"))["version"])'))"; \
+	else \
+	  echo "no promoted model in $(MODEL_DIR): running the pipeline to train and promote one (make repro)"; \
+	  $(MAKE) --no-print-directory repro; \
+	fi
+
+api-image: model ## build skindx/api:<registered model version> (OCI labels: model, card sha256, commit, run id)
+	@eval "$$(python3 deploy/image.py $(MODEL_DIR))" && \
+	  $(COMPOSE) build api && \
+	  echo "built skindx/api:$$SKINDX_API_TAG (model $$SKINDX_MODEL_VERSION, card $$SKINDX_CARD_SHA256)"
+
+up: api-image ## the stack in containers: build, start, wait until every service is healthy, print the URL
+	@eval "$$(python3 deploy/image.py $(MODEL_DIR))" && \
+	  $(COMPOSE) up -d --build --remove-orphans && \
+	  python3 deploy/compose_wait.py --compose "$(COMPOSE)"
+
+down: ## stop the containers (make down VOLUMES=1 also deletes MLflow's volumes)
+	$(COMPOSE) --profile train down --remove-orphans $(if $(VOLUMES),--volumes)
 
 serve-api: install ## the API alone on 127.0.0.1:8000
 	$(VENV)/bin/uvicorn serving.app:app --host 127.0.0.1 --port $${PORT:-8000}
@@ -98,6 +124,9 @@ lint: install ## ruff
 bench: install ## benchmarks (write bench/results/*.json)
 	$(PY) bench/train_throughput.py
 	$(PY) bench/serving.py
+
+docs: install ## build the documentation site into site/ (MkDocs, strict: a broken link fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean: ## remove pipeline outputs (not the venv)
 	rm -rf data/raw data/processed models reports site .run

@@ -1,9 +1,11 @@
-# MLflow tracking server + UI for docker-compose, served under /mlflow (nginx routes /mlflow/ here).
-# Build context: the repository root. SQLite and artifacts live on volumes under /mlflow.
+# MLflow tracking server + UI for docker compose, served under /mlflow (nginx routes /mlflow/ here).
+# Build context: requirements/ (only the pinned set). The SQLite store and the artifacts live on
+# volumes under /mlflow, so `docker compose restart mlflow` (or a rebuild) loses nothing.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN pip install mlflow==3.17.2
+COPY mlflow.txt /tmp/requirements-mlflow.txt
+RUN pip install -r /tmp/requirements-mlflow.txt
 
 RUN groupadd --system --gid 10002 mlflow \
  && useradd --system --uid 10002 --gid mlflow --home-dir /mlflow --shell /usr/sbin/nologin mlflow \
@@ -13,7 +15,7 @@ USER mlflow
 WORKDIR /mlflow
 
 EXPOSE 5000
-HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=5 \
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=5 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/mlflow/health', timeout=4)"]
 CMD ["mlflow", "server", \
      "--backend-store-uri", "sqlite:////mlflow/db/mlflow.db", \

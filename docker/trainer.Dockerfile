@@ -1,16 +1,52 @@
-# The training environment for `docker compose --profile train run --rm trainer` (dvc repro).
-# Build context: the repository root. The project itself is bind-mounted at /workspace, so the
-# pipeline's outputs (serving/model/ included) land in the host's checkout.
+# The pipeline's environment for `docker compose --profile train run --rm trainer` (dvc repro
+# against the mlflow service). Build context: requirements/ (only the pinned sets). The checkout
+# is bind-mounted at /workspace, so the outputs (serving/model/ included) land in the host's
+# checkout, owned by SKINDX_UID:SKINDX_GID. Nothing of the test tooling is installed.
+#
+# torch: TORCH_VARIANT=cuda (default) installs PyPI's CUDA build pinned in torch.txt (GPU-ready,
+# ~4 GB of NVIDIA libraries); TORCH_VARIANT=cpu installs PyTorch's CPU wheels from
+# TORCH_INDEX_URL (default https://download.pytorch.org/whl/cpu), a much smaller image.
+# TORCH_INDEX_URL may also point a cuda build at a mirror that holds torch.txt's wheels.
 FROM python:3.11-slim
 
+ARG TORCH_VARIANT=cuda
+ARG TORCH_INDEX_URL=
+ARG PYPI_INDEX_URL=https://pypi.org/simple
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# git: DVC and the lineage tags; tini: PID 1 that forwards SIGTERM to the whole process group
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git \
+ && apt-get install -y --no-install-recommends git tini \
  && rm -rf /var/lib/apt/lists/*
 
-COPY requirements/train.txt /tmp/requirements-train.txt
-RUN pip install -r /tmp/requirements-train.txt torch==2.14.1 torchvision==0.29.1
+# torch first, in its own layer: the largest and the least often changed
+COPY torch.txt /tmp/requirements/torch.txt
+RUN set -e; \
+    case "$TORCH_VARIANT" in \
+      cpu)  pip install --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}" \
+              --extra-index-url "$PYPI_INDEX_URL" \
+              $(grep -E '^(torch|torchvision)==' /tmp/requirements/torch.txt) ;; \
+      cuda) if [ -n "$TORCH_INDEX_URL" ]; then \
+              pip install --index-url "$TORCH_INDEX_URL" --extra-index-url "$PYPI_INDEX_URL" \
+                -r /tmp/requirements/torch.txt; \
+            else pip install -r /tmp/requirements/torch.txt; fi ;; \
+      *) echo "TORCH_VARIANT must be cuda or cpu, not '$TORCH_VARIANT'" >&2; exit 2 ;; \
+    esac
+COPY pipeline.txt /tmp/requirements/pipeline.txt
+RUN pip install -r /tmp/requirements/pipeline.txt
 
+# SIGTERM (docker stop, Ctrl-C of `compose run`) becomes SystemExit in every Python process of
+# the pipeline, so `with mlflow.start_run()` ends the run (FAILED) instead of leaving it RUNNING
+RUN printf '%s\n' \
+    '"""SkinDX trainer image: SIGTERM exits Python cleanly (finally blocks, MLflow run end)."""' \
+    'import signal' \
+    'def _skindx_sigterm(signum, frame):' \
+    '    raise SystemExit(128 + signum)' \
+    'if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:' \
+    '    signal.signal(signal.SIGTERM, _skindx_sigterm)' \
+    > "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/sitecustomize.py"
+
+# the default user; compose runs it as SKINDX_UID:SKINDX_GID, the owner of the checkout
 RUN groupadd --gid 1000 trainer \
  && useradd --uid 1000 --gid trainer --create-home --shell /usr/sbin/nologin trainer
 USER trainer
@@ -18,7 +54,11 @@ WORKDIR /workspace
 
 # the bind-mounted checkout is the package source; git must trust it for lineage tags
 ENV PYTHONPATH=/workspace/src \
+    HOME=/tmp \
+    USER=trainer \
+    LOGNAME=trainer \
     DVC_NO_ANALYTICS=1 \
     MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK=true \
-    GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0=/workspace
+    GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0=*
+ENTRYPOINT ["tini", "-g", "--"]
 CMD ["dvc", "repro"]

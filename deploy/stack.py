@@ -1,12 +1,14 @@
 """`make serve`: the whole product as local processes on 127.0.0.1, run by honcho (Procfile).
 
-    python -m skindx.stack              check, render nginx's config, build /docs/, exec honcho
-    python -m skindx.stack --announce   (a Procfile process) wait for the stack, print its URL
+    python -m deploy.stack              check, render nginx's config, build /docs/, exec honcho
+    python -m deploy.stack --announce   (a Procfile process) wait for the stack, print its URL
 
-nginx on SKINDX_HTTP_PORT (default 8080) is the one entry; the API, Streamlit and the MLflow UI
-listen on free loopback ports behind it. Ctrl-C reaches honcho, which stops every process.
-Settings (environment): SKINDX_HTTP_PORT, SKINDX_RUN_DIR (.run), SKINDX_MODEL_DIR (the API's,
-default serving/model), SKINDX_MLFLOW_BACKEND_URI (sqlite:///mlflow.db), SKINDX_MLFLOW_ARTIFACTS
+The process twin of docker-compose.yml: the same nginx templates, the same deploy defaults (the
+repository's .env: port, upload limit, rate limit, UI session cap; the environment overrides
+them). nginx on SKINDX_HTTP_PORT is the one entry; the API, Streamlit and the MLflow UI listen on
+free loopback ports behind it. Ctrl-C reaches honcho, which stops every process.
+Other settings (environment): SKINDX_RUN_DIR (.run), SKINDX_MODEL_DIR (the API's, default
+serving/model), SKINDX_MLFLOW_BACKEND_URI (sqlite:///mlflow.db), SKINDX_MLFLOW_ARTIFACTS
 (mlartifacts), SKINDX_DOCS_SITE (site), SKINDX_READY_TIMEOUT (seconds, 300).
 """
 
@@ -26,10 +28,13 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from dotenv import dotenv_values
+
+ROOT = Path(__file__).resolve().parents[1]
 NGINX_DIR = ROOT / "nginx"
+ENV_FILE = ROOT / ".env"
 PLACEHOLDER = re.compile(r"\$\{(SKINDX_[A-Z0-9_]+)\}")
-DEFAULT_HTTP_PORT = 8080
+FRAMING_KB = 64  # room for multipart headers on top of the files (nginx/entrypoint.sh: the same)
 
 
 class StackError(RuntimeError):
@@ -79,7 +84,7 @@ def render_nginx(prefix: Path, values: Mapping[str, str]) -> Path:
         shutil.copyfile(snippet, prefix / "snippets" / snippet.name)
     site = (NGINX_DIR / "templates" / "skindx.conf.template").read_text()
     (prefix / "conf.d" / "skindx.conf").write_text(render_template(site, values))
-    main = (NGINX_DIR / "templates" / "local-main.conf.template").read_text()
+    main = (NGINX_DIR / "templates" / "main.conf.template").read_text()
     conf = prefix / "nginx.conf"
     conf.write_text(render_template(main, values))
     return conf
@@ -97,17 +102,42 @@ def check_nginx_config(nginx: str, conf: Path, prefix: Path) -> None:
 
 
 def build_docs(site: Path) -> None:
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_docs.py"), "--out", str(site)],
-        check=True,
-        cwd=ROOT,
-    )
+    """The /docs/ site, as `make docs` builds it (MkDocs), or the older script where MkDocs's
+    config is absent."""
+    if (ROOT / "mkdocs.yml").is_file():
+        command = [sys.executable, "-m", "mkdocs", "build", "--quiet", "--site-dir", str(site)]
+    else:
+        command = [sys.executable, str(ROOT / "scripts" / "build_docs.py"), "--out", str(site)]
+    subprocess.run(command, check=True, cwd=ROOT)
+
+
+def deploy_defaults(env_file: Path = ENV_FILE) -> dict[str, str]:
+    """The repository's .env (the deploy defaults docker compose reads too)."""
+    if not env_file.is_file():
+        raise StackError(f"{env_file} is missing: it holds the deploy defaults (port, limits)")
+    return {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+
+
+def body_limits(max_upload_mb: str, max_batch_files: str) -> dict[str, str]:
+    """nginx's client_max_body_size for one upload and for a batch, from the MB limit."""
+    try:
+        mb, files = int(max_upload_mb), int(max_batch_files)
+    except ValueError:
+        raise StackError(
+            "SKINDX_MAX_UPLOAD_MB and SKINDX_MAX_BATCH_FILES must be whole numbers, got "
+            f"{max_upload_mb!r} and {max_batch_files!r}"
+        ) from None
+    return {
+        "SKINDX_CLIENT_MAX_BODY": f"{mb * 1024 + FRAMING_KB}k",
+        "SKINDX_BATCH_MAX_BODY": f"{mb * 1024 * files + FRAMING_KB}k",
+    }
 
 
 def stack_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """Every setting the Procfile and the nginx templates use, from `environ` plus defaults."""
+    """Every setting the Procfile and the nginx templates use: `environ` over the .env defaults."""
+    environ = {**deploy_defaults(), **environ}
     run_dir = Path(environ.get("SKINDX_RUN_DIR", ROOT / ".run")).resolve()
-    http_port = int(environ.get("SKINDX_HTTP_PORT", DEFAULT_HTTP_PORT))
+    http_port = int(environ["SKINDX_HTTP_PORT"])
     api_port, ui_port, mlflow_port = free_port(), free_port(), free_port()
     prefix = run_dir / "nginx"
     env = dict(environ)
@@ -133,10 +163,10 @@ def stack_environment(environ: Mapping[str, str]) -> dict[str, str]:
         SKINDX_API_ADDR=f"127.0.0.1:{api_port}",
         SKINDX_UI_ADDR=f"127.0.0.1:{ui_port}",
         SKINDX_MLFLOW_ADDR=f"127.0.0.1:{mlflow_port}",
-        SKINDX_UPSTREAM_FLAGS="",
         SKINDX_RESOLVER="",
-        SKINDX_PREDICT_RATE=environ.get("SKINDX_PREDICT_RATE", "10r/s"),
-        SKINDX_UI_SESSIONS=environ.get("SKINDX_UI_SESSIONS", "10"),
+        **body_limits(environ["SKINDX_MAX_UPLOAD_MB"], environ["SKINDX_MAX_BATCH_FILES"]),
+        # Streamlit's uploader cap (MB), the same number the API and nginx use
+        STREAMLIT_SERVER_MAX_UPLOAD_SIZE=environ["SKINDX_MAX_UPLOAD_MB"],
         API_URL=f"http://127.0.0.1:{api_port}",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
