@@ -1,12 +1,10 @@
-"""DVC stage `ingest`: find the HAM10000 source and copy it into `data.raw_dir` (data/raw/).
+"""DVC stage `ingest`: find the HAM10000 source and copy it into `paths.raw_dir` (data/raw/).
 
 Source order: data.source, $SKINDX_DATA_DIR, data.default_source, the ISIC 2018 download.
 """
 
-from pathlib import Path
-
 from skindx.cli import run_cli
-from skindx.config import stage_params
+from skindx.config import ProjectPaths, stage_params
 from skindx.data.ingest import MANIFEST_FILE, ingest
 from skindx.data.runlog import log_data_run
 from skindx.data.sources import materialize, read_source, resolve_source
@@ -14,13 +12,13 @@ from skindx.data.sources import materialize, read_source, resolve_source
 
 def main() -> None:
     params = stage_params("data", "mlflow")
-    data = params["data"]
+    data, paths = params["data"], ProjectPaths.from_params(params)
     resolved = resolve_source(data)
     print(f"ingest: using source {resolved.describe()}")
-    folder = materialize(resolved, data.get("download") or {})
+    folder = materialize(resolved, data.get("download") or {}, paths.downloads_dir)
     table = read_source(folder)
     print(f"ingest: layout {table.layout}, metadata {table.metadata_file}")
-    raw_dir = Path(data["raw_dir"])
+    raw_dir = paths.raw_dir
     manifest = ingest(table, raw_dir, source_label=str(folder))
     print(
         f"ingest: {manifest['n_rows']} rows, {manifest['n_images']} images -> {raw_dir}/ "

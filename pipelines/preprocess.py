@@ -1,25 +1,20 @@
 """DVC stage `preprocess`: lesion-grouped stratified splits, resized into uint8 arrays
 (see skindx.data.preprocess); refuses data that failed validation."""
 
-from pathlib import Path
-
 import pandas as pd
 
 from skindx.cli import run_cli
-from skindx.config import stage_params
+from skindx.config import ProjectPaths, stage_params
 from skindx.data.preprocess import preprocess, require_validated
 from skindx.data.runlog import class_distribution_figure, log_data_run
-from skindx.data.validation import SUMMARY_FILE
-
-REPORTS_DIR = Path("reports/preprocess")
 
 
 def main() -> None:
     params = stage_params("data", "mlflow")
-    data = params["data"]
-    require_validated(SUMMARY_FILE)
-    processed = Path(data["processed_dir"])
-    info = preprocess(Path(data["raw_dir"]), processed, REPORTS_DIR, data)
+    data, paths = params["data"], ProjectPaths.from_params(params)
+    require_validated(paths.validation_summary)
+    processed, reports = paths.processed_dir, paths.preprocess_reports
+    info = preprocess(paths.raw_dir, processed, reports, data)
     sizes = info["n_images"]
     print(
         "preprocess: "
@@ -42,8 +37,8 @@ def main() -> None:
             **{f"{split}_{dx}": n for split, c in info["counts"].items() for dx, n in c.items()},
         },
         artifacts=[
-            REPORTS_DIR / "class_counts.json",
-            REPORTS_DIR / "class_distribution.csv",
+            reports / "class_counts.json",
+            reports / "class_distribution.csv",
             processed / "class_weights.json",
             processed / "info.json",
         ],

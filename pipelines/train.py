@@ -1,7 +1,8 @@
-"""train stage: data/processed -> models/train/{best,last}.pt, run.json, reports/train/history.csv.
+"""train stage: paths.processed_dir -> {best,last}.pt and run.json in paths.train_dir, and
+paths.history_csv.
 
-`python pipelines/train.py --resume` continues an interrupted run from models/train/last.pt
-(outside DVC, which deletes a stage's outputs before running it).
+`python pipelines/train.py --resume` continues an interrupted run from last.pt in
+paths.train_dir (outside DVC, which deletes a stage's outputs before running it).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from skindx.training.stage import run_train
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resume", action="store_true", help="continue from models/train/last.pt")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from last.pt in paths.train_dir"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = stage_params("model", "train", "mlflow")
+    params = stage_params("model", "train", "mlflow", "paths")
     result = run_train(params, all_params=load_params(), resume=args.resume)
     print(
         f"train: best val balanced accuracy {result.best_metric:.4f} at epoch {result.best_epoch}"

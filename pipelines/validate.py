@@ -4,20 +4,19 @@ Writes reports/validation/summary.json and the Data Docs site; exits non-zero, n
 failed critical expectation with example rows, so that the pipeline stops here.
 """
 
-from pathlib import Path
-
 from skindx.cli import run_cli
-from skindx.config import stage_params
+from skindx.config import ProjectPaths, stage_params
 from skindx.data.errors import ValidationFailed
 from skindx.data.runlog import log_data_run
-from skindx.data.validation import DOCS_DIR, SUMMARY_FILE, validate, write_summary
+from skindx.data.validation import validate, write_summary
 
 
 def main() -> None:
     params = stage_params("data", "mlflow")
-    data = params["data"]
-    report = validate(Path(data["raw_dir"]), data["classes"], docs_dir=DOCS_DIR)
-    write_summary(report, SUMMARY_FILE)
+    data, paths = params["data"], ProjectPaths.from_params(params)
+    summary, docs = paths.validation_summary, paths.validation_docs
+    report = validate(paths.raw_dir, data["classes"], docs_dir=docs)
+    write_summary(report, summary)
     print(report.format())
     log_data_run(
         "validate",
@@ -29,12 +28,12 @@ def main() -> None:
             "n_warnings": len(report.warnings),
             "n_rows": report.n_rows,
         },
-        artifacts=[SUMMARY_FILE],
+        artifacts=[summary],
         tags={"validation": "passed" if report.success else "failed"},
     )
     if not report.success:
         raise ValidationFailed(
-            f"{report.failure_message()}\nfull report: {SUMMARY_FILE} and {DOCS_DIR}/index.html"
+            f"{report.failure_message()}\nfull report: {summary} and {docs}/index.html"
         )
     print(f"validate: all critical expectations passed ({len(report.warnings)} warning(s))")
 

@@ -1,7 +1,7 @@
 """MLflow setup and lineage: the one place that decides where runs go and how they are tagged.
 
 Tracking URI: $MLFLOW_TRACKING_URI, else `mlflow.tracking_uri` from params.yaml (default
-`sqlite:///mlflow.db` in the project root). Data stages log to their own experiment
+`sqlite:///${paths.mlflow_db}`, mlflow.db in the project root). Data stages log to their own experiment
 (`mlflow.data_experiment`) so that the model experiment shows one row per pipeline run.
 """
 
@@ -13,16 +13,21 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-MANIFEST = Path("data/raw/manifest.json")
-# train writes the pipeline run's id here; evaluate and package log to the same run.
-PIPELINE_RUN_FILE = Path("models/train/run.json")
+# In paths.train_dir: train writes the pipeline run's id there; evaluate and package log to
+# the same run.
+RUN_FILE = "run.json"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def run_file(train_dir: str | Path) -> Path:
+    return Path(train_dir) / RUN_FILE
 
 
 def tracking_uri(mlflow_params: dict[str, Any] | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return (mlflow_params or {}).get("tracking_uri", "sqlite:///mlflow.db")
+    return (mlflow_params or {}).get("tracking_uri", DEFAULT_TRACKING_URI)
 
 
 def tracking_enabled() -> bool:
@@ -62,22 +67,28 @@ def git_commit() -> str:
         return "unknown"
 
 
-def data_hash(manifest: Path = MANIFEST) -> str:
-    """The ingested dataset's content hash, written by the ingest stage into its manifest."""
+def data_hash(manifest: Path | None) -> str:
+    """The ingested dataset's content hash, written by the ingest stage into its manifest
+    (`paths.raw_dir`/manifest.json); "unknown" when there is none."""
+    if manifest is None:
+        return "unknown"
     try:
         return json.loads(manifest.read_text()).get("data_hash", "unknown")
     except (OSError, ValueError):
         return "unknown"
 
 
-def lineage_tags(stage: str, profile: str | None = None) -> dict[str, str]:
-    tags = {"git_commit": git_commit(), "dvc_stage": stage, "data_hash": data_hash()}
+def lineage_tags(
+    stage: str, profile: str | None = None, *, manifest: Path | None = None
+) -> dict[str, str]:
+    tags = {"git_commit": git_commit(), "dvc_stage": stage, "data_hash": data_hash(manifest)}
     if profile:
         tags["profile"] = str(profile)
     return tags
 
 
-def pipeline_run_id(path: Path = PIPELINE_RUN_FILE) -> str | None:
+def pipeline_run_id(path: Path) -> str | None:
+    """The run id in a run.json (`run_file(paths.train_dir)`), None without one."""
     try:
         return json.loads(path.read_text())["run_id"]
     except (OSError, ValueError, KeyError):

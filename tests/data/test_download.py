@@ -215,8 +215,8 @@ def test_fetch_all_isic2018_archives_then_read_them(
         ).read_bytes(),
     }
     server.files.update(files)
+    downloads = tmp_path / "downloads"
     params = {
-        "dir": str(tmp_path / "downloads"),
         "archives": {
             name: {"url": server.url + path, "size": len(body), "sha256": sha(body)}
             for name, (path, body) in zip(
@@ -224,12 +224,12 @@ def test_fetch_all_isic2018_archives_then_read_them(
             )
         },
     }
-    folder = materialize(ResolvedSource("download"), params, progress=False)
+    folder = materialize(ResolvedSource("download"), params, downloads, progress=False)
     table = read_source(folder)
     assert table.layout == "isic2018" and len(table.metadata) == 70 and table.n_missing_images == 0
     # A second run finds everything in place: no request at all.
     server.requests.clear()
-    fetch_all(params, progress=False)
+    fetch_all(params, downloads, progress=False)
     assert server.requests == []
 
 
@@ -239,7 +239,8 @@ def test_data_source_url_is_downloaded_and_extracted(
     server.files["/ham.zip"] = zip_folder(fullres_dir)
     folder = materialize(
         ResolvedSource("data.source", url=f"{server.url}/ham.zip"),
-        {"dir": str(tmp_path / "dl")},
+        {},
+        tmp_path / "dl",
         progress=False,
     )
     assert read_source(folder).layout == "flat"

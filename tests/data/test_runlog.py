@@ -25,6 +25,7 @@ def test_run_in_data_experiment_with_lineage(project: Path):
     uri = f"sqlite:///{project / 'store.db'}"
     params = {
         "profile": "quick",
+        "paths": {"raw_dir": "data/raw"},
         "mlflow": {"tracking_uri": uri, "experiment": "skindx", "data_experiment": "data-x"},
     }
     (project / "summary.json").write_text("{}")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from skindx.data.processed import load_class_weights, load_split, read_contract
 from skindx.evaluation.calibration import fit_temperature
 from skindx.evaluation.metrics import classification_report, softmax
-from skindx.evaluation.predict import predict_logits
 from skindx.evaluation.stage import evaluate_checkpoint
-from skindx.training.checkpoint import cpu_state_copy, save_checkpoint
-from skindx.training.data import load_class_weights, load_split
-from skindx.training.stage import read_contract
+from skindx.models.checkpoint import cpu_state_copy, save_checkpoint
+from skindx.models.predict import predict_logits
 
 MODEL = {"arch": "resnet18", "num_classes": 7, "dropout": 0.2, "weights": "none"}
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from skindx.data.processed import load_split
 from skindx.evaluation.metrics import balanced_accuracy
-from skindx.evaluation.predict import predict_logits
 from skindx.inference import PreprocessingContract, normalize
 from skindx.models import build_model
-from skindx.training.data import load_split
+from skindx.models.predict import predict_logits
 
 CONTRACT = PreprocessingContract(input_size=32)
 

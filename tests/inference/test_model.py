@@ -76,8 +76,8 @@ def test_torch_evaluate_path_and_inference_agree_on_fullres_images(
     predict_logits on the packaged weights) vs ONNX Runtime (skindx.inference)."""
     from safetensors.torch import load_file
 
-    from skindx.evaluation.predict import predict_logits
     from skindx.models import build_model
+    from skindx.models.predict import predict_logits
 
     served = load_packaged_model(packaged_model_dir)
     assert len(fullres_images) == 70

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from skindx.data.processed import load_split
 from skindx.evaluation.metrics import softmax
-from skindx.evaluation.predict import predict_logits
-from skindx.training.checkpoint import load_model_from_checkpoint
-from skindx.training.data import load_split
-from tests.training.test_training_loop import CONTRACT, make_trainer
+from skindx.models.checkpoint import load_model_from_checkpoint
+from skindx.models.predict import predict_logits
+from tests.helpers.training import CONTRACT, make_trainer
 
 pytestmark = [
     pytest.mark.gpu,

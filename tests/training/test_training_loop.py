@@ -10,32 +10,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from skindx.inference import PreprocessingContract
-from skindx.models import build_model
-from skindx.training.checkpoint import cpu_state_copy, load_checkpoint, load_model_from_checkpoint
-from skindx.training.data import load_class_weights, load_split
-from skindx.training.loop import TrainConfig, Trainer, make_scheduler, seed_everything
-
-CONTRACT = PreprocessingContract(input_size=32)
-MODEL = {"arch": "resnet18", "num_classes": 7, "dropout": 0.2, "weights": "none"}
-
-
-def make_trainer(processed_dir, out_dir, *, cls=Trainer, callbacks=(), model=MODEL, **train):
-    config = TrainConfig.from_params({"batch_size": 16, "max_steps_per_epoch": 1, **train}, seed=7)
-    seed_everything(config.seed)
-    _, weights = load_class_weights(processed_dir)
-    return cls(
-        build_model(**model),
-        load_split(processed_dir, "train"),
-        load_split(processed_dir, "val"),
-        CONTRACT,
-        config,
-        class_weights=weights,
-        out_dir=out_dir,
-        run_config={"model": dict(model)},
-        callbacks=callbacks,
-        progress=False,
-    )
+from skindx.models.checkpoint import cpu_state_copy, load_checkpoint, load_model_from_checkpoint
+from skindx.training.loop import TrainConfig, Trainer, make_scheduler
+from tests.helpers.training import MODEL, make_trainer
 
 
 class ScriptedValidation(Trainer):

@@ -198,9 +198,12 @@ def fetch(archive: Archive, download_dir: Path, *, progress: bool = True) -> Pat
     return path
 
 
-def fetch_all(download_params: Mapping[str, Any], *, progress: bool = True) -> Path:
-    """Fetch every archive of `data.download` into `data.download.dir`; returns that folder."""
-    download_dir = Path(download_params.get("dir", "data/downloads"))
+def fetch_all(
+    download_params: Mapping[str, Any], download_dir: str | Path, *, progress: bool = True
+) -> Path:
+    """Fetch every archive of `data.download` into `download_dir` (paths.downloads_dir);
+    returns that folder."""
+    download_dir = Path(download_dir)
     archives = download_params.get("archives") or {}
     if not archives:
         raise DownloadError("data.download.archives is empty: nothing to download")

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from skindx.inference.hashing import sha256_bytes, sha256_file
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-_CHUNK = 1 << 20
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = ["IMAGE_SUFFIXES", "ImageCheck", "inspect_image", "sha256_bytes", "sha256_file"]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from skindx import tracking
+from skindx.data.ingest import MANIFEST_FILE
 
 DEFAULT_DATA_EXPERIMENT = "skindx-data"
 
@@ -31,7 +32,8 @@ def log_data_run(
     datasets: Mapping[str, pd.DataFrame] | None = None,
     figure: Any = None,
 ) -> str | None:
-    """Log one run for `stage`; `params` is the stage's params (for `mlflow` and `profile`).
+    """Log one run for `stage`; `params` is the stage's params (for `mlflow`, `profile` and
+    `paths.raw_dir`, whose manifest gives the data hash).
 
     `datasets` maps an MLflow input context (e.g. "train") to the table it describes, so the
     MLflow UI lists the data each run saw. Returns the run id, or None if logging failed.
@@ -43,7 +45,10 @@ def log_data_run(
     experiment = mlflow_params.get("data_experiment", DEFAULT_DATA_EXPERIMENT)
     try:
         mlflow = tracking.configure(mlflow_params, experiment=experiment)
-        run_tags = {**tracking.lineage_tags(stage, params.get("profile")), **(tags or {})}
+        raw_dir = (params.get("paths") or {}).get("raw_dir")
+        manifest = Path(raw_dir) / MANIFEST_FILE if raw_dir else None
+        lineage = tracking.lineage_tags(stage, params.get("profile"), manifest=manifest)
+        run_tags = {**lineage, **(tags or {})}
         with mlflow.start_run(run_name=stage, tags=run_tags) as run:
             if run_params:
                 mlflow.log_params({k: str(v)[:500] for k, v in run_params.items()})

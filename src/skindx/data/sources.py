@@ -291,19 +291,23 @@ def read_source(root: Path) -> SourceTable:
 
 
 def materialize(
-    resolved: ResolvedSource, download_params: Mapping[str, Any], *, progress: bool = True
+    resolved: ResolvedSource,
+    download_params: Mapping[str, Any],
+    download_dir: str | Path,
+    *,
+    progress: bool = True,
 ) -> Path:
-    """The local folder for a resolved source, downloading (and extracting) it if needed."""
+    """The local folder for a resolved source, downloading (and extracting) it into
+    `download_dir` (paths.downloads_dir) if needed."""
     if resolved.path is not None:
         return resolved.path
     from skindx.data.download import Archive, fetch, fetch_all
 
     if resolved.url:
-        download_dir = Path(download_params.get("dir", "data/downloads"))
-        fetched = fetch(Archive("source", resolved.url), download_dir, progress=progress)
+        fetched = fetch(Archive("source", resolved.url), Path(download_dir), progress=progress)
         if not fetched.is_dir():
             raise SourceError(
                 f"data.source {resolved.url} should be a zip archive of a HAM10000 folder"
             )
         return fetched
-    return fetch_all(download_params, progress=progress)
+    return fetch_all(download_params, download_dir, progress=progress)

@@ -50,8 +50,6 @@ LOCALIZATIONS = (
 DX_TYPES = ("histo", "follow_up", "consensus", "confocal")
 EXAMPLES = 5
 SUITE_NAME = "ham10000_raw"
-DOCS_DIR = Path("reports/validation/data_docs")
-SUMMARY_FILE = Path("reports/validation/summary.json")
 
 
 @dataclass
@@ -424,7 +422,7 @@ def validate(
     raw_dir: Path,
     classes: Sequence[str],
     *,
-    docs_dir: Path | None = DOCS_DIR,
+    docs_dir: Path | None = None,
     progress: bool = True,
 ) -> ValidationReport:
     """Run the suite on `raw_dir` (metadata + images); never raises for bad data."""
@@ -481,7 +479,8 @@ def validate(
     )
 
 
-def write_summary(report: ValidationReport, path: Path = SUMMARY_FILE) -> Path:
+def write_summary(report: ValidationReport, path: Path) -> Path:
+    """The summary (paths.validation_summary) that DVC shows as a metric and preprocess checks."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report.summary(), indent=2, default=str) + "\n")

@@ -1,6 +1,6 @@
-"""The evaluate stage: the best checkpoint on the test split -> reports/metrics.json,
-reports/calibration/temperature.json, reports/plots/ (CSV for DVC, PNG for people), all
-logged into the pipeline's MLflow run (models/train/run.json)."""
+"""The evaluate stage: the best checkpoint on the test split -> paths.metrics,
+paths.temperature, paths.plots_dir (CSV for DVC, PNG for people), all logged into the
+pipeline's MLflow run (run.json in paths.train_dir)."""
 
 from __future__ import annotations
 
@@ -11,26 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from skindx import tracking
+from skindx.config import ProjectPaths
+from skindx.data.processed import load_split
 from skindx.evaluation.calibration import calibrate
 from skindx.evaluation.metrics import classification_report, softmax
 from skindx.evaluation.plots import save_figures, write_plot_data
-from skindx.evaluation.predict import predict_logits
+from skindx.inference.metrics import HEADLINE_METRICS, PER_CLASS_SCORES, QUALITY_METRICS
 from skindx.inference.preprocessing import PreprocessingContract
+from skindx.models.checkpoint import BEST, load_model_from_checkpoint
+from skindx.models.predict import predict_logits
+from skindx.runtime import select_device
 
 log = logging.getLogger(__name__)
-
-PROCESSED_DIR = Path("data/processed")
-CHECKPOINT = Path("models/train/best.pt")
-HEADLINE = (
-    "balanced_accuracy",
-    "accuracy",
-    "macro_f1",
-    "roc_auc_macro",
-    "melanoma_sensitivity",
-    "ece_before",
-    "ece_after",
-    "temperature",
-)
 
 
 def _clean(value: Any) -> Any:
@@ -48,10 +40,6 @@ def evaluate_checkpoint(
     checkpoint_path: Path, processed_dir: Path, *, batch_size: int = 64, ece_bins: int = 15
 ) -> dict[str, Any]:
     """Everything evaluate computes, as arrays and dicts (no files written)."""
-    from skindx.training.checkpoint import load_model_from_checkpoint
-    from skindx.training.data import load_split
-    from skindx.training.loop import select_device
-
     model, checkpoint = load_model_from_checkpoint(checkpoint_path)
     config = checkpoint["config"]
     contract = PreprocessingContract.from_dict(config["contract"])
@@ -66,16 +54,7 @@ def evaluate_checkpoint(
     calibrated = softmax(test_logits, calibration.temperature)
     report = classification_report(test.labels, probs, classes, ece_bins=ece_bins)
     metrics = {
-        **{
-            k: report[k]
-            for k in (
-                "balanced_accuracy",
-                "accuracy",
-                "macro_f1",
-                "roc_auc_macro",
-                "melanoma_sensitivity",
-            )
-        },
+        **{k: report[k] for k in QUALITY_METRICS},
         "ece_before": calibration.ece_before,
         "ece_after": calibration.ece_after,
         "temperature": calibration.temperature,
@@ -96,25 +75,23 @@ def evaluate_checkpoint(
     }
 
 
-def run_evaluate(
-    params: dict[str, Any],
-    *,
-    processed_dir: Path = PROCESSED_DIR,
-    checkpoint_path: Path = CHECKPOINT,
-    run_file: Path = tracking.PIPELINE_RUN_FILE,
-) -> dict[str, Any]:
+def run_evaluate(params: dict[str, Any], *, paths: ProjectPaths | None = None) -> dict[str, Any]:
+    """`params`: the evaluate and mlflow sections plus paths (`paths` overrides the latter)."""
+    paths = paths or ProjectPaths.from_params(params)
     cfg = params["evaluate"]
-    out_dir = Path(cfg.get("out_dir", "reports"))
     bins = int(cfg.get("ece_bins", 15))
     result = evaluate_checkpoint(
-        checkpoint_path, processed_dir, batch_size=int(cfg.get("batch_size", 64)), ece_bins=bins
+        paths.train_dir / BEST,
+        paths.processed_dir,
+        batch_size=int(cfg.get("batch_size", 64)),
+        ece_bins=bins,
     )
     metrics, cal = _clean(result["metrics"]), result["calibration"]
 
-    metrics_path = out_dir / "metrics.json"
+    metrics_path = paths.metrics
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-    temperature_path = out_dir / "calibration" / "temperature.json"
+    temperature_path = paths.temperature
     temperature_path.parent.mkdir(parents=True, exist_ok=True)
     temperature_path.write_text(
         json.dumps(
@@ -130,7 +107,7 @@ def run_evaluate(
         )
         + "\n"
     )
-    plots_dir = out_dir / "plots"
+    plots_dir = paths.plots_dir
     write_plot_data(
         plots_dir,
         result["labels"],
@@ -150,6 +127,7 @@ def run_evaluate(
         ece_after=cal.ece_after,
         n_bins=bins,
     )
+    run_file = tracking.run_file(paths.train_dir)
     _log_to_mlflow(params, metrics, [metrics_path, temperature_path], figures, run_file)
     return metrics
 
@@ -157,9 +135,9 @@ def run_evaluate(
 def _log_to_mlflow(params, metrics, files, figures, run_file: Path) -> None:
     mlflow = tracking.configure(params.get("mlflow"))
     run_id = tracking.pipeline_run_id(run_file)
-    flat = {f"test_{k}": float(metrics[k]) for k in HEADLINE if metrics.get(k) is not None}
+    flat = {f"test_{k}": float(metrics[k]) for k in HEADLINE_METRICS if metrics.get(k) is not None}
     for code, scores in metrics["per_class"].items():
-        for name in ("precision", "recall", "f1", "roc_auc"):
+        for name in PER_CLASS_SCORES:
             if scores.get(name) is not None:
                 flat[f"test_{name}_{code}"] = float(scores[name])
     start: dict[str, Any] = {"run_id": run_id} if run_id else {"run_name": "evaluate"}

@@ -1,6 +1,6 @@
 """Torch vs ONNX Runtime parity on real images, both through the shared preprocessing.
 
-The torch side is the evaluate stage's own path (skindx.evaluation.predict.predict_logits);
+The torch side is the evaluate stage's own path (skindx.models.predict.predict_logits);
 the ONNX side is what serving runs. Probabilities (temperature-scaled, as served) must agree.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from skindx.evaluation.predict import predict_logits
 from skindx.inference.model import INPUT_NAME, OUTPUT_NAMES, create_session, softmax
 from skindx.inference.preprocessing import PreprocessingContract, normalize
+from skindx.models.predict import predict_logits
 
 DEFAULT_TOLERANCE = 1e-4
 

@@ -1,10 +1,9 @@
-"""The seven HAM10000 diagnostic classes, their names and clinical risk groups."""
+"""The seven HAM10000 diagnostic classes, their names and clinical risk groups: the one
+definition of the class list."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-CLASS_CODES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 
 
 @dataclass(frozen=True)
@@ -32,4 +31,6 @@ CLASS_INFO: dict[str, ClassInfo] = {
         ClassInfo("vasc", "Vascular lesion", "benign", "low"),
     )
 }
-assert tuple(CLASS_INFO) == CLASS_CODES
+# The one class list, in label order (label i is CLASS_CODES[i]). conf/data/ham10000.yaml's
+# `classes` and dvc.yaml's per-class ROC plots are checked against it (tests/test_config.py).
+CLASS_CODES: tuple[str, ...] = tuple(CLASS_INFO)

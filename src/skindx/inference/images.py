@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MIN_SIDE = 32
 _ACCEPTED_TEXT = "JPEG, PNG or WebP"

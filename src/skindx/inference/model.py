@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from skindx.inference.cam import cam_for_class
+from skindx.inference.hashing import sha256_file
 from skindx.inference.preprocessing import PreprocessingContract, normalize
+from skindx.inference.resources import cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +35,6 @@ CARD_DIGEST_KEY = "card_sha256"
 
 class ModelIntegrityError(RuntimeError):
     """The package is incomplete, tampered with or not a SkinDX package: refuse to serve it."""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def card_digest(card: dict[str, Any]) -> str:
@@ -122,16 +115,9 @@ def verify_package(path: str | Path) -> dict[str, Any]:
     return card
 
 
-def cpu_threads() -> int:
-    """CPUs this process may use (respects affinity and container cpusets)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def create_session(onnx_path: str | Path, threads: int | None = None, providers=None):
-    """An ONNX Runtime session on `onnx_path` with intra-op threads = usable CPUs."""
+    """An ONNX Runtime session on `onnx_path` with intra-op threads = usable CPUs
+    (skindx.inference.resources.cpu_threads: affinity and the container's CPU quota)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -1,13 +1,10 @@
-"""Training data: the preprocessed uint8 arrays, memory-mapped, served a whole batch at a
-time (one fancy-index read per batch instead of one per image, no JPEG decoding), with the
-class-imbalance strategy of `train.imbalance`. Augmentation happens on the batch, on the
-training device (skindx.training.augment)."""
+"""Training data: the preprocessed uint8 arrays (skindx.data.processed), memory-mapped, served
+a whole batch at a time (one fancy-index read per batch instead of one per image, no JPEG
+decoding), with the class-imbalance strategy of `train.imbalance`: this module is where the
+class imbalance is handled (weighted loss weights come from here too, via the Trainer).
+Augmentation happens on the batch, on the training device (skindx.training.augment)."""
 
 from __future__ import annotations
-
-import json
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,44 +18,27 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
+from skindx.data.processed import SplitArrays, load_class_weights, load_split
+
+# train.imbalance: weight the loss by inverse class frequency, sample classes evenly, or neither
 IMBALANCE = ("weighted_loss", "sampler", "none")
+__all__ = ["IMBALANCE", "SplitArrays", "check_imbalance", "load_class_weights", "load_split"]
 
 
-@dataclass(frozen=True)
-class SplitArrays:
-    images: np.ndarray  # uint8 (N, S, S, 3), usually memory-mapped
-    labels: np.ndarray  # int64 (N,)
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ValueError(
-                f"expected uint8 (N, S, S, 3) images, got {self.images.dtype} {self.images.shape}"
-            )
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
-
-    def __len__(self) -> int:
-        return len(self.labels)
+_UNCHECKED = object()
 
 
-def load_split(processed_dir: str | Path, split: str) -> SplitArrays:
-    """`{split}_images.npy` (memory-mapped) and `{split}_labels.npy` from the preprocess stage."""
-    processed_dir = Path(processed_dir)
-    images_path = processed_dir / f"{split}_images.npy"
-    labels_path = processed_dir / f"{split}_labels.npy"
-    for path in (images_path, labels_path):
-        if not path.exists():
-            raise FileNotFoundError(
-                f"{path} not found: run the preprocess stage first (dvc repro preprocess)"
-            )
-    labels = np.load(labels_path).astype(np.int64, copy=False)
-    return SplitArrays(np.load(images_path, mmap_mode="r"), labels)
-
-
-def load_class_weights(processed_dir: str | Path) -> tuple[list[str], np.ndarray]:
-    """(classes, weights) from class_weights.json: inverse train frequency, mean 1."""
-    data = json.loads((Path(processed_dir) / "class_weights.json").read_text())
-    return list(data["classes"]), np.asarray(data["weights"], dtype=np.float32)
+def check_imbalance(strategy: str, class_weights: object = _UNCHECKED) -> str:
+    """The one check of a `train.imbalance` value: a known strategy, and, when `class_weights`
+    is passed, weights for a strategy that uses them."""
+    if strategy not in IMBALANCE:
+        raise ValueError(f"unknown train.imbalance {strategy!r}; expected one of {IMBALANCE}")
+    if class_weights is None and strategy != "none":
+        raise ValueError(
+            f"train.imbalance={strategy} needs class weights (class_weights.json from the "
+            "preprocess stage)"
+        )
+    return strategy
 
 
 class BatchArrayDataset(Dataset):
@@ -104,14 +84,12 @@ def make_loader(
     """Batches of (uint8 NHWC, int64 labels). Training: shuffled (or class-balanced sampling
     with replacement when imbalance='sampler'), incomplete last batch dropped so that
     BatchNorm never sees a batch of one."""
-    if imbalance not in IMBALANCE:
-        raise ValueError(f"unknown train.imbalance {imbalance!r}; expected one of {IMBALANCE}")
+    check_imbalance(imbalance)
     sampler: Sampler
     if not train:
         sampler = SequentialSampler(range(len(arrays)))
     elif imbalance == "sampler":
-        if class_weights is None:
-            raise ValueError("imbalance='sampler' needs class weights")
+        check_imbalance(imbalance, class_weights)
         sampler = WeightedRandomSampler(
             sample_weights(arrays.labels, class_weights),
             num_samples=len(arrays),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -27,17 +26,30 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from skindx.data.processed import SplitArrays
 from skindx.evaluation.metrics import accuracy, balanced_accuracy, macro_f1
-from skindx.evaluation.predict import predict_logits
+from skindx.inference.metrics import PRIMARY_METRIC
 from skindx.inference.preprocessing import PreprocessingContract
+from skindx.models.checkpoint import BEST, LAST, cpu_state_copy, load_checkpoint, save_checkpoint
+from skindx.models.predict import predict_logits
+from skindx.runtime import configure_runtime, seed_everything, select_device
 from skindx.training.augment import AugmentConfig, BatchTransform
-from skindx.training.checkpoint import BEST, LAST, cpu_state_copy, load_checkpoint, save_checkpoint
-from skindx.training.data import IMBALANCE, SplitArrays, make_loader
+from skindx.training.data import check_imbalance, make_loader
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "make_scheduler",
+    "seed_everything",  # re-exported from skindx.runtime for bench/ and older callers
+    "select_device",
+    "write_history",
+]
 
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("onecycle", "cosine")
-MONITOR = "val_balanced_accuracy"
+MONITOR = f"val_{PRIMARY_METRIC}"
 HISTORY_FIELDS = (
     "epoch",
     "train_loss",
@@ -69,7 +81,6 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     max_steps_per_epoch: int | None = None
-    out_dir: str = "models/train"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 42
 
@@ -78,10 +89,7 @@ class TrainConfig:
             raise ValueError(
                 f"unknown train.scheduler {self.scheduler!r}; expected one of {SCHEDULERS}"
             )
-        if self.imbalance not in IMBALANCE:
-            raise ValueError(
-                f"unknown train.imbalance {self.imbalance!r}; expected one of {IMBALANCE}"
-            )
+        check_imbalance(self.imbalance)
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("train.epochs must be >= 1 and train.batch_size >= 2")
 
@@ -107,7 +115,9 @@ class TrainConfig:
 
 
 # train keys that do not change the schedule or the optimisation: free to change on resume
-RESUME_IGNORED_KEYS = frozenset({"device", "num_workers", "out_dir", "channels_last", "seed"})
+RESUME_IGNORED_KEYS = frozenset({"device", "num_workers", "channels_last", "seed"})
+# keys that older checkpoints' train sections still carry (train.out_dir is paths.train_dir now)
+LEGACY_TRAIN_KEYS = frozenset({"out_dir"})
 
 
 @dataclass
@@ -120,46 +130,6 @@ class TrainResult:
     best_path: Path
     last_path: Path
     seconds: float
-
-
-def select_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available; use auto or cpu")
-    return torch.device(name)
-
-
-def cpu_threads() -> int:
-    """OMP_NUM_THREADS when the user set it (e.g. on a shared machine, where more threads than
-    free cores makes every step wait on the slowest one), else every core this process may use."""
-    requested = os.environ.get("OMP_NUM_THREADS", "")
-    if requested.isdigit() and int(requested) > 0:
-        return int(requested)
-    try:
-        return len(os.sched_getaffinity(0))  # respects container CPU sets, unlike cpu_count()
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def configure_runtime(device: torch.device) -> None:
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads())
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        # speed over bit-exactness on GPU: autotuned kernels and TF32 matmuls
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-
-def seed_everything(seed: int) -> None:
-    """Seed before building the model so that its random initialisation is reproducible."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -201,7 +171,7 @@ class Trainer:
     """Trains `model` on `train_data`, selects the epoch with the best validation balanced
     accuracy, and writes best.pt / last.pt into `out_dir`.
 
-    `run_config` is stored as the checkpoints' `config`; it must hold the `model` section so
+    `out_dir` is the stage's `paths.train_dir`. `run_config` is stored as the checkpoints' `config`; it must hold the `model` section so
     the model can be rebuilt with skindx.models.build_model(**config["model"]).
     `callbacks` are called after each epoch's checkpoint with (history row, trainer).
     """
@@ -214,8 +184,8 @@ class Trainer:
         contract: PreprocessingContract,
         config: TrainConfig,
         *,
+        out_dir: str | Path,
         class_weights: np.ndarray | None = None,
-        out_dir: str | Path | None = None,
         run_config: dict[str, Any] | None = None,
         callbacks: Sequence[EpochCallback] = (),
         progress: bool = True,
@@ -224,12 +194,11 @@ class Trainer:
             raise ValueError(
                 "the validation split is empty: early stopping needs validation images"
             )
-        if config.imbalance != "none" and class_weights is None:
-            raise ValueError(f"train.imbalance={config.imbalance} needs class weights")
+        check_imbalance(config.imbalance, class_weights)
         self.config = config
         self.contract = contract
         self.val_data = val_data
-        self.out_dir = Path(out_dir or config.out_dir)
+        self.out_dir = Path(out_dir)
         self.run_config = dict(run_config or {})
         self.callbacks = list(callbacks)
         self.progress = progress
@@ -396,6 +365,7 @@ class Trainer:
         if saved_train is None:  # a checkpoint that did not record its train section
             return
         current = self.config.schedule_settings()
+        saved_train = {k: v for k, v in saved_train.items() if k not in LEGACY_TRAIN_KEYS}
         try:
             saved = TrainConfig.from_params(saved_train).schedule_settings()
         except (TypeError, ValueError) as exc:

@@ -1,5 +1,6 @@
-"""The train stage: preprocessed arrays -> models/train/{best,last}.pt, run.json and
-reports/train/history.csv, tracked in one MLflow run that evaluate (and package) continue."""
+"""The train stage: preprocessed arrays (paths.processed_dir) -> {best,last}.pt and run.json in
+paths.train_dir and paths.history_csv, tracked in one MLflow run that evaluate (and package)
+continue."""
 
 from __future__ import annotations
 
@@ -9,34 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from skindx import tracking
-from skindx.config import flatten
-from skindx.inference.preprocessing import PreprocessingContract
-from skindx.training.data import load_class_weights, load_split
-from skindx.training.loop import TrainConfig, Trainer, TrainResult, seed_everything, write_history
+from skindx.config import ProjectPaths
+from skindx.data.ingest import MANIFEST_FILE
+from skindx.data.processed import load_class_weights, load_split, read_contract
+from skindx.inference.metrics import PRIMARY_METRIC, flatten
+from skindx.models.checkpoint import load_checkpoint, save_checkpoint
+from skindx.runtime import seed_everything
+from skindx.training.loop import TrainConfig, Trainer, TrainResult, write_history
 
 log = logging.getLogger(__name__)
 
-PROCESSED_DIR = Path("data/processed")
-HISTORY_CSV = Path("reports/train/history.csv")
-RUN_FILE = "run.json"
 MLFLOW_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 SLIM_DROP = ("optimizer_state", "scheduler_state", "scaler_state")
-
-
-def read_contract(
-    processed_dir: Path, data_params: dict[str, Any] | None = None
-) -> PreprocessingContract:
-    """The contract the arrays were made with: info.json's `contract`, else the data params."""
-    info_path = processed_dir / "info.json"
-    if info_path.exists():
-        info = json.loads(info_path.read_text())
-        if isinstance(info.get("contract"), dict):
-            return PreprocessingContract.from_dict(info["contract"])
-    if data_params:
-        return PreprocessingContract.from_data_params(data_params)
-    raise FileNotFoundError(
-        f"{info_path} has no preprocessing contract: rerun the preprocess stage"
-    )
 
 
 def log_params(mlflow, params: dict[str, Any]) -> None:
@@ -51,24 +36,25 @@ def run_train(
     *,
     all_params: dict[str, Any] | None = None,
     resume: bool = False,
-    processed_dir: Path = PROCESSED_DIR,
-    history_csv: Path = HISTORY_CSV,
+    paths: ProjectPaths | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """`params`: the model, train and mlflow sections plus seed and profile; `all_params`
-    (default `params`) is what MLflow records as the run's parameters."""
+    """`params`: the model, train and mlflow sections plus seed, profile and paths (`paths`
+    overrides the latter); `all_params` (default `params`) is what MLflow records as the run's
+    parameters."""
+    paths = paths or ProjectPaths.from_params(params)
+    processed_dir, out_dir = paths.processed_dir, paths.train_dir
     model_cfg = dict(params["model"])
     seed = int(params.get("seed") or 0)
     profile = params.get("profile")
     config = TrainConfig.from_params(params["train"], seed=seed)
-    out_dir = Path(config.out_dir)
 
     classes, class_weights = load_class_weights(processed_dir)
     if len(classes) != int(model_cfg["num_classes"]):
         raise ValueError(
             f"model.num_classes={model_cfg['num_classes']} but the data has {len(classes)} classes {classes}"
         )
-    contract = read_contract(processed_dir, params.get("data"))
+    contract = read_contract(processed_dir)
     train_data, val_data = load_split(processed_dir, "train"), load_split(processed_dir, "val")
     run_config = {
         "model": model_cfg,
@@ -80,12 +66,12 @@ def run_train(
     }
 
     seed_everything(seed)
-    from skindx.models import build_model  # after seeding: the random init is reproducible
+    from skindx.models.factory import build_model  # after seeding: reproducible random init
 
     model = build_model(**model_cfg)
 
     mlflow = tracking.configure(params.get("mlflow"))
-    run_file = out_dir / RUN_FILE
+    run_file = tracking.run_file(out_dir)
     previous = tracking.pipeline_run_id(run_file) if resume else None
     start = (
         {"run_id": previous}
@@ -101,7 +87,8 @@ def run_train(
         )
         if not previous:
             log_params(mlflow, all_params or params)
-        mlflow.set_tags(tracking.lineage_tags("train", profile))
+        manifest = paths.raw_dir / MANIFEST_FILE
+        mlflow.set_tags(tracking.lineage_tags("train", profile, manifest=manifest))
 
         def log_epoch(row: dict[str, float], trainer: Trainer) -> None:
             metrics = {k: float(v) for k, v in row.items() if k != "epoch"}
@@ -129,17 +116,17 @@ def run_train(
             trainer.steps_per_epoch,
         )
         result = trainer.fit(resume=resume)
-        write_history(history_csv, result.history)
+        write_history(paths.history_csv, result.history)
         mlflow.log_metrics(
             {
-                "best_val_balanced_accuracy": result.best_metric,
+                f"best_val_{PRIMARY_METRIC}": result.best_metric,
                 "best_epoch": result.best_epoch,
                 "epochs_run": result.epochs_run,
                 "train_seconds": result.seconds,
             }
         )
         log_best_weights(mlflow, result.best_path)
-        mlflow.log_artifact(str(history_csv), artifact_path="train")
+        mlflow.log_artifact(str(paths.history_csv), artifact_path="train")
     return result
 
 
@@ -147,8 +134,6 @@ def log_best_weights(mlflow, best_path: Path) -> None:
     """The best checkpoint as an MLflow artifact `checkpoint/best.pt`, without the optimizer
     and scheduler state (a third of the size; resuming uses models/train/last.pt)."""
     import tempfile
-
-    from skindx.training.checkpoint import load_checkpoint, save_checkpoint
 
     checkpoint = load_checkpoint(best_path)
     slim = {k: v for k, v in checkpoint.items() if k not in SLIM_DROP}

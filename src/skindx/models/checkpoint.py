@@ -1,4 +1,4 @@
-"""Checkpoints: plain dicts of tensors and builtins, loadable with torch.load(weights_only=True).
+"""Checkpoints (written by training, read by evaluation and export): plain dicts of tensors and builtins, loadable with torch.load(weights_only=True).
 
 Keys (docs/contracts.md): model_state, optimizer_state, scheduler_state, epoch, best_metric,
 best_epoch, history, config; plus scaler_state and epochs_without_improvement for resuming.
@@ -39,7 +39,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def load_model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model from the checkpoint's `config["model"]` and load its weights (eval mode)."""
-    from skindx.models import build_model
+    from skindx.models.factory import build_model
 
     checkpoint = load_checkpoint(path)
     model_cfg = dict(checkpoint["config"]["model"])

@@ -1,6 +1,7 @@
-"""The torch evaluation path: stored uint8 images -> logits, through the shared
+"""The torch prediction path: stored uint8 images -> logits, through the shared
 preprocessing contract (skindx.inference.preprocessing.normalize). Used by validation during
-training, the evaluate stage and the torch side of the ONNX parity check."""
+training, the evaluate stage and the torch side of the ONNX parity check, so it lives with the
+model rather than in any one of them."""
 
 from __future__ import annotations
 

@@ -1,0 +1,105 @@
+"""The package stage: best.pt in paths.train_dir -> the servable package in
+paths.candidate_dir (ONNX + safetensors + CAM head + model card), checked for torch/ONNX parity
+on real test images. pipelines/package.py then registers it (skindx.registry, which itself
+builds on skindx.export: registering here would make the two import each other)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skindx import tracking
+from skindx.config import ProjectPaths, load_params
+from skindx.data.ingest import MANIFEST_FILE
+from skindx.data.processed import split_images_path
+from skindx.export.package import build_package
+from skindx.inference.classes import CLASS_CODES
+from skindx.inference.hashing import sha256_file
+from skindx.inference.preprocessing import PreprocessingContract
+from skindx.models.checkpoint import BEST, load_model_from_checkpoint
+
+
+def read_json(path: Path, stage: str) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the {stage} stage first (dvc repro)")
+    return json.loads(path.read_text())
+
+
+def parity_sample(path: Path, count: int) -> np.ndarray:
+    """`count` test images spread evenly over the split (uint8 NHWC)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the preprocess stage first (dvc repro)")
+    images = np.load(path, mmap_mode="r")
+    picks = np.unique(np.linspace(0, len(images) - 1, num=min(count, len(images))).astype(int))
+    return np.ascontiguousarray(images[picks])
+
+
+def checkpoint_contract(checkpoint: dict[str, Any], path: Path) -> PreprocessingContract:
+    """The preprocessing the model was trained with (not today's params.yaml), after checking
+    that its classes are the ones the package and serving code assume."""
+    config = checkpoint["config"]
+    if list(config["classes"]) != list(CLASS_CODES):
+        raise ValueError(
+            f"{path} was trained on classes {list(config['classes'])}, but packages "
+            f"serve {list(CLASS_CODES)}; retrain (dvc repro train)"
+        )
+    return PreprocessingContract.from_dict(config["contract"])
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    out_dir: Path
+    card: dict[str, Any]
+    run_id: str | None  # the pipeline's MLflow run (run.json), for the registration
+    run_tags: dict[str, str]  # lineage tags for the registration's run
+
+
+def run_package(
+    params: dict[str, Any],
+    *,
+    paths: ProjectPaths | None = None,
+    params_file: str | Path = "params.yaml",
+) -> PackageResult:
+    """`params`: the package section plus profile and paths (`paths` overrides the latter)."""
+    paths = paths or ProjectPaths.from_params(params)
+    cfg = params["package"]
+    checkpoint_path = paths.train_dir / BEST
+    model, checkpoint = load_model_from_checkpoint(checkpoint_path)
+    contract = checkpoint_contract(checkpoint, checkpoint_path)
+    manifest = paths.raw_dir / MANIFEST_FILE
+    lineage = {
+        "git_commit": tracking.git_commit(),
+        "mlflow_run_id": tracking.pipeline_run_id(tracking.run_file(paths.train_dir)),
+        "data_hash": tracking.data_hash(manifest),
+        "params": load_params(params_file),
+        "checkpoint": {
+            "path": str(checkpoint_path),
+            "sha256": sha256_file(checkpoint_path),
+            "epoch": checkpoint.get("best_epoch", checkpoint.get("epoch")),
+            "best_metric": checkpoint.get("best_metric"),
+        },
+    }
+    out_dir = build_package(
+        model,
+        contract,
+        paths.candidate_dir,
+        temperature=float(read_json(paths.temperature, "evaluate")["temperature"]),
+        metrics=read_json(paths.metrics, "evaluate"),
+        lineage=lineage,
+        parity_images=parity_sample(
+            split_images_path(paths.processed_dir, "test"), int(cfg["parity_images"])
+        ),
+        opset=int(cfg["opset"]),
+        parity_tolerance=float(cfg["parity_tolerance"]),
+        name=cfg["registered_model"],
+    )
+    return PackageResult(
+        out_dir=out_dir,
+        card=json.loads((out_dir / "model.json").read_text()),
+        run_id=lineage["mlflow_run_id"],
+        run_tags=tracking.lineage_tags("package", params.get("profile"), manifest=manifest),
+    )
