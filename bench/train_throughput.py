@@ -147,7 +147,6 @@ def main() -> None:
         imbalance="none",
         device=args.device,
         max_steps_per_epoch=max(args.steps, args.warmup),
-        out_dir=str(tmp),
         seed=0,
     )
     seed_everything(0)
