@@ -1,4 +1,4 @@
-"""The whole stack, started exactly as `make serve` starts it (python -m skindx.stack: honcho
+"""The whole stack, started exactly as `make serve` starts it (python -m deploy.stack: honcho
 running nginx, the API, Streamlit and the MLflow UI), on free ports, stopped with Ctrl-C."""
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def stack(packaged_model_dir: Path, tmp_path_factory) -> Iterator[Stack]:
     )
     url = f"http://127.0.0.1:{port}/"
     with start_server(
-        [sys.executable, "-m", "skindx.stack"],
+        [sys.executable, "-m", "deploy.stack"],
         url,
         run_dir / "stack.log",
         ready_path=None,  # wait for the announcer: it checks every service
