@@ -20,7 +20,9 @@ from serving.body_limit import BodyLimitMiddleware
 from serving.engine import InferenceEngine, ModelRejectedError
 from serving.errors import install_error_handlers, reject_body_too_large
 from serving.metrics import MetricsMiddleware, ServingMetrics
-from serving.routes import build_router
+from serving.routers import admin, explain, predict, service
+from serving.routers import metrics as metrics_routes
+from serving.routers.docs import DOCS_URL, REDOC_URL, install_docs
 from serving.settings import Settings
 
 logger = logging.getLogger("serving")
@@ -31,8 +33,9 @@ calibrated probabilities, a risk group and a Grad-CAM explanation.
 
 **Not a medical device.** For research and education; it does not replace a clinician.
 
-Errors are JSON `{"detail": "...", "code": "..."}`. Uploads: JPEG, PNG or WebP (the type is read
-from the bytes), at most the configured size (10 MB by default), at least 32 px a side.
+Errors are JSON `{{"detail": "...", "code": "..."}}`. Uploads: JPEG, PNG or WebP (the type is read
+from the bytes), at most {max_upload_mb} MB a file (SKINDX_MAX_UPLOAD_MB), at least
+{min_image_side} px a side. The same reference as ReDoc: [{redoc}]({redoc}).
 """
 
 
@@ -86,9 +89,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="SkinDX API",
         version=skindx.__version__,
-        description=DESCRIPTION,
+        description=DESCRIPTION.format(
+            max_upload_mb=settings.max_upload_mb,
+            min_image_side=settings.min_image_side,
+            redoc=REDOC_URL,
+        ),
         lifespan=lifespan,
-        docs_url="/api-docs",
+        docs_url=None,  # served by install_docs, with local assets
         redoc_url=None,
     )
     metrics = ServingMetrics()
@@ -100,11 +107,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimitMiddleware, limit_for_path=body_limits(settings), reject=reject_body_too_large
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every response
-    app.include_router(build_router(settings))
+    for router in (service.router, predict.router, explain.router, metrics_routes.router):
+        app.include_router(router)
+    # without a token the admin API is absent (404), from the schema too
+    app.include_router(admin.router, include_in_schema=settings.admin_token_value is not None)
+    install_docs(app)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
-        return RedirectResponse("/api-docs")
+        return RedirectResponse(DOCS_URL)
 
     return app
 

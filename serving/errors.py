@@ -44,8 +44,9 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
     @classmethod
-    def from_image_error(cls, exc: ImageDecodeError) -> ApiError:
-        return cls(exc.status_code, exc.code, exc.detail)
+    def not_ready(cls, exc: Exception, retry_after_s: int) -> ApiError:
+        """503 while no model is served (or the queue is shut): retry after a while."""
+        return cls(503, "not_ready", str(exc), {"Retry-After": str(retry_after_s)})
 
 
 def error_response(

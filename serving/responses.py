@@ -13,6 +13,7 @@ from serving.engine import InferenceResult
 from serving.schemas import ClassProbability, ModelCard, Prediction
 from skindx.inference.cam import overlay
 from skindx.inference.classes import CLASS_INFO
+from skindx.inference.metrics import HEADLINE_METRICS, METRIC_LABELS
 from skindx.inference.model import PackagedModel
 from skindx.inference.preprocessing import resize_to_contract
 
@@ -53,4 +54,5 @@ def model_card(model: PackagedModel) -> ModelCard:
     card["version"] = model.version  # the card may hold a registry version number
     # names and risk groups as the predictions report them
     card["classes"] = [CLASS_INFO[code].to_dict() for code in model.classes]
+    card["metric_labels"] = {name: METRIC_LABELS[name] for name in HEADLINE_METRICS}
     return ModelCard.model_validate(card)

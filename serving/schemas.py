@@ -90,6 +90,11 @@ class ModelCard(BaseModel):
     preprocessing: dict[str, Any]
     temperature: float | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
+    metric_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="The headline test metrics in display order, each with its label (how the "
+        "UI shows `metrics`; the names are those of reports/metrics.json).",
+    )
     lineage: dict[str, Any] = Field(default_factory=dict)
     card_sha256: str | None = Field(
         None,

@@ -1,4 +1,6 @@
-"""Real uvicorn servers on 127.0.0.1 for the serving tests, on the packaged test model."""
+"""The API for the serving tests, on the packaged test model: in-process (FastAPI's TestClient:
+the real app, its lifespan, middleware and engine, no socket) for the fast tests, and real
+uvicorn servers on 127.0.0.1 for the slow ones."""
 
 from __future__ import annotations
 
@@ -6,18 +8,62 @@ import contextlib
 import json
 import shutil
 import sys
+import time
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
+
+with warnings.catch_warnings():  # Starlette would rather have httpx2, which is not pinned here
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
 
 from tests.conftest import REPO_ROOT
 from tests.helpers.servers import ServerProcess, free_port, start_server
+from tests.serving.hostile_corpus import synthetic_jpeg as make_synthetic_jpeg
 
 ADMIN_TOKEN = "test-admin-token"
 
 
 Server = ServerProcess  # a uvicorn API started by `run_server`
+
+
+@dataclass
+class InProcessApi:
+    """The app behind a TestClient; `client()` has the interface of Server.client()."""
+
+    test_client: TestClient
+    app: FastAPI
+
+    def client(self) -> contextlib.AbstractContextManager[TestClient]:
+        return contextlib.nullcontext(self.test_client)  # one client for the app's lifetime
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.test_client.get("/ready").status_code != 200:
+            if time.monotonic() > deadline:
+                engine = self.app.state.engine
+                raise AssertionError(f"no model after {timeout}s: {engine.load_error}")
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def in_process_api(wait_ready: bool = True, **settings: object) -> Iterator[InProcessApi]:
+    """create_app on SKINDX_<NAME> settings (nothing else from the environment or `.env`),
+    started and stopped by TestClient as uvicorn would (lifespan)."""
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    environ = {f"SKINDX_{k.upper()}": str(v) for k, v in settings.items()}
+    app = create_app(Settings.from_env(environ))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        api = InProcessApi(client, app)
+        if wait_ready:
+            api.wait_ready()
+        yield api
 
 
 @contextlib.contextmanager
@@ -57,6 +103,13 @@ def copy_package(src: Path, dest: Path, version: str | None = None) -> Path:
 
 
 @pytest.fixture(scope="session")
+def api(packaged_model_dir: Path) -> Iterator[InProcessApi]:
+    """The app in-process on the packaged test model (admin API disabled)."""
+    with in_process_api(model_dir=packaged_model_dir) as app:
+        yield app
+
+
+@pytest.fixture(scope="session")
 def server(packaged_model_dir: Path, tmp_path_factory) -> Iterator[Server]:
     """A default server on the packaged test model (admin API disabled)."""
     with run_server(tmp_path_factory.mktemp("server"), model_dir=packaged_model_dir) as srv:
@@ -82,5 +135,16 @@ def packaged_model_dir_64(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_jpeg(fullres_images: list[Path]) -> bytes:
-    """A real full-resolution (600x450) HAM10000 image."""
+    """A real full-resolution (600x450) HAM10000 image (needs the shared data: slow tests)."""
     return fullres_images[0].read_bytes()
+
+
+@pytest.fixture(scope="session")
+def synthetic_jpegs() -> list[bytes]:
+    """Eight made-up 600x450 lesion photos (hostile_corpus.synthetic_lesion), no data needed."""
+    return [make_synthetic_jpeg(seed) for seed in range(8)]
+
+
+@pytest.fixture(scope="session")
+def synthetic_jpeg(synthetic_jpegs: list[bytes]) -> bytes:
+    return synthetic_jpegs[0]

@@ -1,4 +1,5 @@
-"""Uploads a public API must survive, generated from a real sample image."""
+"""Uploads a public API must survive, generated from a sample image (real or synthetic), and
+the synthetic lesion photos that stand in for the real data in the fast tests."""
 
 from __future__ import annotations
 
@@ -152,3 +153,23 @@ def hostile_corpus(sample_jpeg: bytes, max_upload_bytes: int = 10 * 1024 * 1024)
         Upload("jpeg_named_png", "lesion.png", "text/plain", encode(small, "JPEG"), 200),
         Upload("exif_rotated_jpeg", "rotated.jpg", "image/jpeg", exif_rotated_jpeg(small), 200),
     ]
+
+
+def synthetic_lesion(seed: int = 0, size: tuple[int, int] = (600, 450)) -> Image.Image:
+    """A made-up dermatoscopy-like photo (skin-toned background, a dark off-centre lesion, a
+    left-to-right light gradient, noise), at the originals' 600x450: the upload tests need an
+    image, not the real data. Lopsided on purpose, so that a rotation changes what a model sees."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    skin = np.array([214, 164, 138], np.float32) * (0.75 + 0.35 * x / width)[..., None]
+    cx, cy = width * (0.38 + 0.1 * rng.random()), height * (0.42 + 0.1 * rng.random())
+    radius = np.hypot((x - cx) / (0.22 * width), (y - cy) / (0.3 * height))
+    lesion = np.clip(1.3 - radius, 0, 1)[..., None]
+    brown = np.array([92, 52, 38], np.float32)
+    pixels = skin * (1 - lesion) + brown * lesion + rng.normal(0, 9, (height, width, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def synthetic_jpeg(seed: int = 0, size: tuple[int, int] = (600, 450)) -> bytes:
+    return encode(synthetic_lesion(seed, size), "JPEG", quality=92)

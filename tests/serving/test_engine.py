@@ -20,8 +20,8 @@ from tests.serving.conftest import copy_package
 
 
 @pytest.fixture(scope="module")
-def photo(sample_jpeg: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(sample_jpeg)).convert("RGB")
+def photo(synthetic_jpeg: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(synthetic_jpeg)).convert("RGB")
 
 
 def engine_for(model_dir: Path, **settings) -> InferenceEngine:

@@ -1,0 +1,50 @@
+"""POST /explain: the prediction plus a Grad-CAM overlay of where the model looked."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Query
+
+from serving.deps import DecodeLimiterDep, EngineDep, ModelDep, SettingsDep
+from serving.responses import build_prediction, explanation_png
+from serving.routers.predict import ImageFile
+from serving.schemas import ClassCode, Explanation
+from serving.uploads import UPLOAD_ERRORS, decode, elapsed_ms, infer, read_upload
+
+router = APIRouter(tags=["inference"])
+
+
+@router.post(
+    "/explain",
+    response_model=Explanation,
+    responses=UPLOAD_ERRORS,
+    summary="Classify one image and show where the model looked (Grad-CAM overlay PNG)",
+)
+async def explain(
+    file: ImageFile,
+    settings: SettingsDep,
+    engine: EngineDep,
+    limiter: DecodeLimiterDep,
+    _model: ModelDep,
+    target: Annotated[
+        ClassCode | None,
+        Query(description="Class to explain; the predicted class when omitted."),
+    ] = None,
+) -> Explanation:
+    started = time.perf_counter()
+    item = await decode(await read_upload(file, settings), settings, engine, limiter)
+    (result,) = await infer([item], settings, engine)
+    prediction = build_prediction(result, 0.0)
+    explained = target or prediction.predicted_class
+    png = await anyio.to_thread.run_sync(
+        explanation_png, item.image, result, explained, settings.explain_size, limiter=limiter
+    )
+    return Explanation(
+        **prediction.model_dump(exclude={"processing_time_ms"}),
+        processing_time_ms=elapsed_ms(started),
+        explained_class=explained,
+        heatmap_png_base64=png,
+    )

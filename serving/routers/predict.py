@@ -1,0 +1,103 @@
+"""POST /predict (one image) and POST /predict/batch (several, each with its own result)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, UploadFile
+
+from serving.deps import DecodeLimiterDep, EngineDep, MetricsDep, ModelDep, SettingsDep
+from serving.errors import ApiError
+from serving.responses import build_prediction
+from serving.schemas import BatchItem, BatchPrediction, Prediction
+from serving.uploads import UPLOAD_ERRORS, decode, elapsed_ms, infer, read_upload, refusal
+from skindx.inference.images import ImageDecodeError
+
+router = APIRouter(tags=["inference"])
+
+ImageFile = Annotated[UploadFile, File(description="A JPEG, PNG or WebP dermatoscopic image.")]
+ImageFiles = Annotated[list[UploadFile], File(description="JPEG, PNG or WebP images.")]
+
+
+@router.post(
+    "/predict", response_model=Prediction, responses=UPLOAD_ERRORS, summary="Classify one image"
+)
+async def predict(
+    file: ImageFile,
+    settings: SettingsDep,
+    engine: EngineDep,
+    limiter: DecodeLimiterDep,
+    _model: ModelDep,  # 503 before reading the upload when no model is served
+) -> Prediction:
+    started = time.perf_counter()
+    item = await decode(await read_upload(file, settings), settings, engine, limiter)
+    (result,) = await infer([item], settings, engine)
+    return build_prediction(result, elapsed_ms(started))
+
+
+def _nothing_to_classify(refusals: list[BatchItem]) -> ApiError:
+    statuses = {r.status_code for r in refusals}
+    codes = {r.error.code for r in refusals if r.error}
+    reasons = "; ".join(f"{r.filename!r}: {r.error.detail}" for r in refusals if r.error)
+    return ApiError(
+        statuses.pop() if len(statuses) == 1 else 422,
+        codes.pop() if len(codes) == 1 else "no_valid_files",
+        f"none of the {len(refusals)} files could be classified: {reasons}",
+    )
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchPrediction,
+    responses=UPLOAD_ERRORS,
+    summary="Classify several images (at most SKINDX_MAX_BATCH_FILES, 16 by default)",
+    description="Each file gets its own result: a refused file carries its error and "
+    "status while the others are still classified. When no file can be classified the "
+    "whole request fails with their common status (or 422) and every file's reason. More "
+    "files than the server's limit: 413 `too_many_files`, which names the limit.",
+)
+async def predict_batch(
+    files: ImageFiles,
+    settings: SettingsDep,
+    engine: EngineDep,
+    metrics: MetricsDep,
+    limiter: DecodeLimiterDep,
+    _model: ModelDep,
+) -> BatchPrediction:
+    started = time.perf_counter()
+    if len(files) > settings.max_batch_files:
+        raise ApiError(
+            413,
+            "too_many_files",
+            f"{len(files)} files sent; a batch takes at most {settings.max_batch_files}",
+        )
+
+    async def decode_or_refuse(upload: UploadFile):
+        try:
+            return await decode(await read_upload(upload, settings), settings, engine, limiter)
+        except (ApiError, ImageDecodeError) as exc:
+            metrics.rejections.labels(code=exc.code).inc()
+            return refusal(upload, exc)
+
+    outcomes = await asyncio.gather(*(decode_or_refuse(f) for f in files))
+    refusals = [o for o in outcomes if isinstance(o, BatchItem)]
+    if len(refusals) == len(files):
+        raise _nothing_to_classify(refusals)
+    accepted = [o for o in outcomes if not isinstance(o, BatchItem)]
+    inferred = iter(await infer(accepted, settings, engine))
+    results = [
+        outcome
+        if isinstance(outcome, BatchItem)
+        else BatchItem(
+            filename=upload.filename,
+            status_code=200,
+            prediction=build_prediction(next(inferred), elapsed_ms(started)),
+        )
+        for upload, outcome in zip(files, outcomes, strict=True)
+    ]
+    version = next(r.prediction.model_version for r in results if r.prediction)
+    return BatchPrediction(
+        results=results, model_version=version, processing_time_ms=elapsed_ms(started)
+    )
