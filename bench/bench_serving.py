@@ -3,9 +3,9 @@
 synchronously, one image at a time), both on loopback and on the same promoted model, with
 real full-resolution images.
 
-    python bench/serving.py                       # serving/model, writes bench/results/serving.json
-    python bench/serving.py --model-dir models/candidate --rounds 5
-    python bench/serving.py --client httpx        # the same with a heavier Python client
+    python bench/bench_serving.py                   # serving/model, writes bench/results/serving.json
+    python bench/bench_serving.py --model-dir models/candidate --rounds 5
+    python bench/bench_serving.py --client httpx    # the same with a heavier Python client
 
 Measures p50/p95/p99 latency with one client, then throughput and p99 with 16 concurrent
 clients over a fixed number of requests, in interleaved rounds (API, baseline, baseline, API,

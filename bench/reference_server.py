@@ -1,4 +1,4 @@
-"""The reference-style baseline for bench/serving.py: FastAPI whose `async def` endpoint runs a
+"""The reference-style baseline for bench/bench_serving.py: FastAPI whose `async def` endpoint runs a
 torch eager model synchronously (blocking the event loop), one image per call, as the original
 SkinDX server does. Same model (weights.safetensors of the package), same preprocessing.
 

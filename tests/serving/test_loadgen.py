@@ -4,32 +4,18 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import socket
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from bench import loadgen  # bench/ from the repository root (a namespace package)
 
+pytestmark = pytest.mark.slow  # real servers and sockets, timeouts
 
-def _load_bench_module(name: str):
-    """Import bench/<name>.py by path: putting bench/ on sys.path would let bench/serving.py
-    shadow the serving package for every later test."""
-    spec = importlib.util.spec_from_file_location(
-        f"bench_{name}", REPO_ROOT / "bench" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-loadgen = _load_bench_module("loadgen")
 multipart_request, run_load = loadgen.multipart_request, loadgen.run_load
 
 
