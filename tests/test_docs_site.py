@@ -1,97 +1,203 @@
-"""scripts/build_docs.py: README.md and docs/*.md rendered to the static site nginx serves."""
+"""The documentation site (mkdocs.yml, docs/hooks/skindx_docs.py): MkDocs + Material, README.md as
+the home page, offline search, the API page from serving.app's OpenAPI schema; built in strict
+mode, so a broken link or anchor fails the build."""
 
 from __future__ import annotations
 
-import importlib.util
+import json
+import os
+import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import REPO_ROOT
 
-SCRIPT = REPO_ROOT / "scripts" / "build_docs.py"
+PAGES = ["index", "results", "stack", "contracts", "api", "notebook"]
+ENDPOINTS = ["/predict", "/predict/batch", "/explain", "/model", "/health", "/ready"]
+
+
+def mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", PYTHONPATH=str(REPO_ROOT))
+    env.pop("SKINDX_ADMIN_TOKEN", None)  # the schema as a default deployment serves it
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
+        cwd=config.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 @pytest.fixture(scope="module")
-def build_docs():
-    spec = importlib.util.spec_from_file_location("skindx_build_docs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def site(tmp_path_factory) -> Path:
+    """The project's own docs, built as `make docs` builds them."""
+    out = tmp_path_factory.mktemp("site") / "site"
+    result = mkdocs_build(REPO_ROOT / "mkdocs.yml", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
 
 
-@pytest.fixture
-def project(tmp_path):
+class AssetRefs(HTMLParser):
+    """Every URL a browser fetches by itself to render a page (not the links a reader clicks)."""
+
+    FETCHED = {"script": "src", "img": "src", "iframe": "src", "source": "src", "link": "href"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "a" and attrs.get("href"):
+            self.links.append(attrs["href"])
+        name = self.FETCHED.get(tag)
+        if name and attrs.get(name):
+            self.urls.append(attrs[name])
+
+
+def parse(page: Path) -> AssetRefs:
+    parser = AssetRefs()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser
+
+
+def test_the_projects_docs_build_strict_with_every_page_in_the_nav(site):
+    for name in PAGES:
+        html = (site / f"{name}.html").read_text(encoding="utf-8")
+        links = parse(site / f"{name}.html").links
+        assert {f"{other}.html" for other in PAGES if other != name} <= set(links), name
+        assert '<nav class="md-nav' in html, name
+    assert "<table>" in (site / "index.html").read_text(encoding="utf-8")
+    contracts = (site / "contracts.html").read_text(encoding="utf-8")
+    assert "<title>Contracts - SkinDX</title>" in contracts
+    for key in ("scaler_state", "stopped_early", "monitor"):  # the checkpoint's keys
+        assert f"<code>{key}</code>" in contracts, key
+
+
+def test_readme_is_the_home_page_with_links_and_images_into_the_site(site):
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert '<h1 id="skindx">SkinDX' in index
+    refs = parse(site / "index.html")
+    # README's links into docs/ lose the prefix; its anchors survive
+    assert "results.html#full-on-a-gpu" in refs.links and "stack.html" in refs.links
+    assert "results/ui-demo-model.jpg" in refs.urls
+    assert (site / "results" / "ui-demo-model.jpg").is_file()
+    # a README link to a repository file outside docs/ publishes that file at the same path
+    assert "bench/results/serving.json" in refs.links
+    assert (site / "bench" / "results" / "serving.json").read_bytes() == (
+        REPO_ROOT / "bench" / "results" / "serving.json"
+    ).read_bytes()
+    assert '<h2 id="the-api">' in index  # headings have the ids README's own #links use
+
+
+def test_search_works_offline(site):
+    index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
+    locations = {doc["location"] for doc in index["docs"]}
+    assert {f"{name}.html" for name in PAGES} <= locations
+    assert any(loc.startswith("api.html#") for loc in locations)
+    assert any("balanced accuracy" in doc["text"] for doc in index["docs"])
+    # the offline plugin inlines the index for file:// and its web-worker shim is served locally
+    inline = (site / "search" / "search_index.js").read_text(encoding="utf-8")
+    assert inline.startswith("var __index = ")
+    shim = "assets/vendor/iframe-worker/shim.js"
+    assert shim in parse(site / "index.html").urls and (site / shim).is_file()
+
+
+def test_no_page_fetches_anything_from_another_host(site):
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) >= len(PAGES)
+    for page in pages:
+        for url in parse(page).urls:
+            assert not url.startswith(("http:", "https:", "//")), f"{page.name} loads {url}"
+    for css in site.rglob("*.css"):
+        text = css.read_text(encoding="utf-8")
+        for marker in ("url(http", "url(//", 'url("http', "url('http", "@import"):
+            assert marker not in text, f"{css.name} loads {marker}…"
+
+
+def test_the_api_page_documents_the_apps_real_endpoints(site):
+    from serving.app import create_app
+
+    schema = create_app().openapi()
+    published = json.loads((site / "api" / "openapi.json").read_text(encoding="utf-8"))
+    assert published["paths"].keys() == schema["paths"].keys()
+    assert set(ENDPOINTS) <= published["paths"].keys()
+    api = (site / "api.html").read_text(encoding="utf-8")
+    for path in ENDPOINTS:
+        assert path in api, path
+    assert 'id="post-predict"' in api and 'id="post-explain"' in api
+    assert "api/openapi.json" in parse(site / "api.html").links
+
+
+# --- small projects (slow: a build each): what strict mode catches, what the hooks do --------------------------------
+
+
+def make_docs_project(root: Path, readme: str | None, pages: dict[str, str]) -> Path:
+    """A throw-away project with the real mkdocs.yml and hooks, an API page (serving comes from
+    the checkout, on PYTHONPATH), and its own README and pages."""
+    config = yaml.safe_load((REPO_ROOT / "mkdocs.yml").read_text())
+    config["nav"] = [{"Home": "index.md"}, *pages, "api.md"]
+    (root / "docs").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO_ROOT / "docs" / "hooks", root / "docs" / "hooks")
+    shutil.copytree(REPO_ROOT / "docs" / "assets", root / "docs" / "assets")
+    (root / "docs" / "api.md").write_text("# API\n\n[OAD(api)]\n")
+    (root / "mkdocs.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if readme is not None:
+        (root / "README.md").write_text(readme)
+    for name, text in pages.items():
+        (root / "docs" / name).write_text(text)
+    return root / "mkdocs.yml"
+
+
+@pytest.mark.slow
+def test_links_headings_and_repository_files(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "x.py").write_text("print('x')\n")
     (tmp_path / "docs" / "img").mkdir(parents=True)
-    (tmp_path / "README.md").write_text(
-        "# My Project\n\nSee [the guide](docs/guide.md#set-up) and [code](src/x.py).\n\n"
-        "| a | b |\n|---|---|\n| 1 | 2 |\n\n<script>alert(1)</script>\n"
-    )
-    (tmp_path / "docs" / "guide.md").write_text(
-        "# Guide\n\n## Set up\n\n## Set up\n\nBack to [the README](../README.md).\n"
-        "![diagram](img/d.png)\n"
-    )
     (tmp_path / "docs" / "img" / "d.png").write_bytes(b"\x89PNG fake")
-    return tmp_path
-
-
-def test_builds_one_page_per_markdown_file_with_navigation(build_docs, project, tmp_path):
-    written = build_docs.build_site(project, tmp_path / "site")
-    assert sorted(p.name for p in written) == ["guide.html", "index.html"]
-    index = (tmp_path / "site" / "index.html").read_text()
-    assert "<title>My Project · SkinDX docs</title>" in index
-    assert (
-        '<a href="guide.html">Guide</a>' in index and '<a href="index.html" class=current>' in index
+    config = make_docs_project(
+        tmp_path,
+        "# My Project\n\nSee [the guide](docs/guide.md#set-up) and [code](src/x.py).\n\n"
+        "| a | b |\n|---|---|\n| 1 | 2 |\n\n![shot](docs/img/d.png)\n",
+        {"guide.md": "# Guide\n\n## Set up\n\n## Set up\n\nBack to [the README](index.md).\n"},
     )
-    assert "<table>" in index and "<td>1</td>" in index
-
-
-def test_links_between_pages_point_at_html_and_headings_have_ids(build_docs, project, tmp_path):
-    build_docs.build_site(project, tmp_path / "site")
-    index = (tmp_path / "site" / "index.html").read_text()
-    guide = (tmp_path / "site" / "guide.html").read_text()
+    result = mkdocs_build(config, tmp_path / "site")
+    assert result.returncode == 0, result.stdout + result.stderr
+    site = tmp_path / "site"
+    assert {"index.html", "guide.html", "api.html"} <= {p.name for p in site.glob("*.html")}
+    index = (site / "index.html").read_text()
+    guide = (site / "guide.html").read_text()
+    assert "<title>SkinDX</title>" in index and "<title>Guide - SkinDX</title>" in guide
+    assert "<td>1</td>" in index
     assert 'href="guide.html#set-up"' in index
-    assert 'href="src/x.py"' in index  # not a page: left alone
-    assert 'href="index.html">the README' in guide
-    assert '<h2 id="set-up">' in guide and '<h2 id="set-up-1">' in guide
-    assert (tmp_path / "site" / "img" / "d.png").read_bytes() == b"\x89PNG fake"
+    assert 'src="img/d.png"' in index and (site / "img" / "d.png").read_bytes() == b"\x89PNG fake"
+    assert 'href="src/x.py"' in index and (site / "src" / "x.py").read_text() == "print('x')\n"
+    assert 'href="index.html"' in guide
+    assert '<h2 id="set-up">' in guide and '<h2 id="set-up_1">' in guide
 
 
-def test_raw_html_in_markdown_is_escaped(build_docs, project, tmp_path):
-    build_docs.build_site(project, tmp_path / "site")
-    index = (tmp_path / "site" / "index.html").read_text()
-    assert "<script>" not in index and "&lt;script&gt;" in index
-
-
-def test_an_empty_project_is_a_clear_error(tmp_path):
-    (tmp_path / "docs").mkdir()
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), "--root", str(tmp_path), "--out", str(tmp_path / "site")],
-        capture_output=True,
-        text=True,
-        timeout=60,
+@pytest.mark.slow
+def test_a_broken_link_fails_the_build(tmp_path):
+    readme = (
+        "# P\n\n[gone](docs/missing.md), [no heading](docs/guide.md#no-such-heading), "
+        "![no image](docs/img/none.png)\n"
     )
-    assert out.returncode != 0 and "nothing to build" in out.stderr
+    config = make_docs_project(tmp_path, readme, {"guide.md": "# Guide\n\n## Set up\n"})
+    result = mkdocs_build(config, tmp_path / "site")
+    assert result.returncode != 0
+    for problem in ("missing.md", "no-such-heading", "none.png"):  # every one is named
+        assert problem in result.stdout + result.stderr, problem
 
 
-def test_the_projects_own_docs_build(tmp_path):
-    out = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(tmp_path / "site")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert (tmp_path / "site" / "index.html").is_file()
-    assert (tmp_path / "site" / "contracts.html").is_file()
-
-
-def test_readme_images_in_docs_point_into_the_site(build_docs, project, tmp_path):
-    readme = project / "README.md"
-    readme.write_text(readme.read_text() + "\n![shot](docs/img/d.png)\n")
-    out = tmp_path / "site"
-    build_docs.build_site(project, out)
-    index = (out / "index.html").read_text()
-    assert 'src="img/d.png"' in index and (out / "img" / "d.png").is_file()
+@pytest.mark.slow
+def test_a_project_without_readme_is_a_clear_error(tmp_path):
+    config = make_docs_project(tmp_path, None, {"guide.md": "# Guide\n"})
+    result = mkdocs_build(config, tmp_path / "site")
+    assert result.returncode != 0 and "nothing to build" in result.stdout + result.stderr
