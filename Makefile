@@ -123,7 +123,7 @@ lint: install ## ruff
 
 bench: install ## benchmarks (write bench/results/*.json)
 	$(PY) bench/train_throughput.py
-	$(PY) bench/serving.py
+	$(PY) bench/bench_serving.py
 
 docs: install ## build the documentation site into site/ (MkDocs, strict: a broken link fails)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
