@@ -8,6 +8,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT, VENV_BIN
 
+pytestmark = pytest.mark.slow  # ruff over the whole tree: `make lint` is the quick way
+
 PATHS = ["src", "pipelines", "serving", "app", "bench", "tests", "scripts"]
 
 
