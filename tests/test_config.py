@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import configparser
+from pathlib import Path
 
 import pytest
 import yaml
 
-from skindx.config import compose_config, flatten, load_params, stage_params
+from skindx.config import ProjectPaths, compose_config, flatten, load_params, stage_params
 from tests.conftest import REPO_ROOT
 
 PROFILES = ["quick", "demo", "full"]
@@ -63,3 +64,50 @@ def test_stage_params_reads_sections_and_names_missing_ones(tmp_path):
 
 def test_flatten_gives_dotted_keys():
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_the_class_list_is_defined_once():
+    """skindx.inference.classes is the class list; the config and the ROC plots follow it."""
+    from skindx.inference import CLASS_CODES, CLASS_INFO
+
+    assert CLASS_CODES == tuple(CLASS_INFO) and len(CLASS_CODES) == 7
+    for profile in PROFILES:
+        cfg = compose_config([f"experiment={profile}"], conf_dir=REPO_ROOT / "conf")
+        assert tuple(cfg["data"]["classes"]) == CLASS_CODES, profile
+        assert cfg["model"]["num_classes"] == len(CLASS_CODES), profile
+    dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    roc = next(p["roc"] for p in dvc["plots"] if isinstance(p, dict) and "roc" in p)
+    assert [Path(f).stem for f in roc["y"]] == list(CLASS_CODES)
+
+
+def test_every_pipeline_path_comes_from_the_paths_group():
+    """dvc.yaml names no path of its own: every out, metric, plot and data dep is a
+    ${paths.…} template (only the code deps, which are not pipeline data, are literal)."""
+    dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    for name, stage in dvc["stages"].items():
+        for key in ("outs", "metrics", "plots"):
+            for entry in stage.get(key, []):
+                path = next(iter(entry)) if isinstance(entry, dict) else entry
+                assert path.startswith("${paths."), f"{name}.{key}: {path}"
+        for dep in stage["deps"]:
+            assert dep.startswith(("${paths.", "src/", "pipelines/")), f"{name}.deps: {dep}"
+    paths = ProjectPaths.from_params(load_params(REPO_ROOT / "params.yaml"))
+    assert paths.processed_dir == Path("data/processed")
+    assert load_params(REPO_ROOT / "params.yaml")["mlflow"]["tracking_uri"] == (
+        f"sqlite:///{paths.mlflow_db}"
+    )
+
+
+def test_a_changed_path_reaches_every_section_that_names_it():
+    cfg = compose_config(
+        ["paths.candidate_dir=out/cand", "paths.serving_model_dir=out/serve"],
+        conf_dir=REPO_ROOT / "conf",
+    )
+    assert ProjectPaths.from_params(cfg).candidate_dir == Path("out/cand")
+    assert cfg["package"]["out_dir"] == "out/cand"  # promote reads the candidate from here
+    assert cfg["promote"]["serving_dir"] == "out/serve"
+
+
+def test_missing_paths_say_to_recompose_params():
+    with pytest.raises(KeyError, match="make params"):
+        ProjectPaths.from_params({"paths": {"raw_dir": "data/raw"}})

@@ -52,3 +52,20 @@ def test_data_hash_and_run_id_come_from_the_stage_files(tmp_path):
 def test_git_commit_is_a_sha_in_this_repo():
     commit = tracking.git_commit()
     assert len(commit.split("-")[0]) == 40
+
+
+def test_metric_names_and_flattening_are_defined_once():
+    from skindx.inference import metrics
+
+    assert metrics.HIGHER_IS_BETTER == metrics.QUALITY_METRICS
+    assert set(metrics.HEADLINE_METRICS) <= set(metrics.METRIC_LABELS)
+    nested = {"a": 1, "b": {"c": 2.5, "d": None, "e": float("nan"), "f": True, "g": "x"}}
+    assert metrics.flatten(nested) == {
+        "a": 1,
+        "b.c": 2.5,
+        "b.d": None,
+        "b.e": nested["b"]["e"],
+        "b.f": True,
+        "b.g": "x",
+    }
+    assert metrics.flat_metrics(nested) == {"a": 1.0, "b.c": 2.5}
