@@ -1,13 +1,36 @@
-"""HTTP client for the SkinDX API: the UI's only way to reach the model (no torch, no ONNX)."""
+"""How the UI calls the SkinDX API, all of it: where the API is (API_URL), what it accepts
+(the per-file upload limit, SKINDX_MAX_UPLOAD_MB), which endpoints the UI uses (/explain,
+/predict, /model) and how an answer becomes a result or an error for the user. The UI's only way
+to reach the model (no torch, no ONNX, no skindx: the image installs app/requirements.txt only).
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+DEFAULT_API_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 60.0
+UPLOAD_LIMIT_ENV = "SKINDX_MAX_UPLOAD_MB"  # the API's own setting, from the repository's .env
+
+
+def upload_limit_mb(environ: Mapping[str, str] | None = None, fallback: int | None = None) -> int:
+    """The API's per-file upload limit in MB, so that users hear it from the UI first:
+    SKINDX_MAX_UPLOAD_MB (what the API reads), else `fallback` (Streamlit's own
+    server.maxUploadSize, which the stack sets from the same variable)."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get(UPLOAD_LIMIT_ENV, "").strip()
+    if not raw:
+        if fallback is None:
+            raise ValueError(f"set {UPLOAD_LIMIT_ENV} to the API's upload limit in MB")
+        return int(fallback)
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{UPLOAD_LIMIT_ENV}={raw!r} must be a whole number of MB, at least 1")
+    return int(raw)
 
 
 class ApiUnavailable(Exception):
@@ -45,6 +68,12 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self._timeout = httpx.Timeout(timeout, connect=5.0)
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiClient:
+        """The API at API_URL (compose: http://api:8000; `make serve`: its loopback port)."""
+        environ = os.environ if environ is None else environ
+        return cls(environ.get("API_URL") or DEFAULT_API_URL)
+
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             with httpx.Client(base_url=self.base_url, timeout=self._timeout) as client:
@@ -69,4 +98,5 @@ class ApiClient:
         return self._request("POST", "/predict", files=files)
 
     def model_card(self) -> dict[str, Any]:
+        """The served model's card, with `metric_labels` (headline metric -> label, in order)."""
         return self._request("GET", "/model")

@@ -39,16 +39,6 @@ URGENCY_STYLES: dict[str, UrgencyStyle] = {
 }
 UNKNOWN_URGENCY = UrgencyStyle("gray", "#757575", ":material/help:", "Urgency unknown.")
 
-# test metrics worth a headline, in display order (keys of reports/metrics.json)
-HEADLINE_METRICS: dict[str, str] = {
-    "balanced_accuracy": "Balanced accuracy",
-    "accuracy": "Accuracy",
-    "macro_f1": "Macro F1",
-    "roc_auc_macro": "Macro ROC AUC",
-    "melanoma_sensitivity": "Melanoma sensitivity",
-    "ece": "Calibration error (ECE)",
-}
-
 
 def urgency_style(urgency: str) -> UrgencyStyle:
     return URGENCY_STYLES.get(urgency, UNKNOWN_URGENCY)
@@ -96,12 +86,17 @@ def decode_png(data_base64: str) -> bytes:
 
 
 def headline_metrics(card: dict[str, Any]) -> list[tuple[str, str]]:
-    """(label, formatted value) for the card's headline test metrics that are present and finite."""
+    """(label, formatted value) for the card's headline test metrics that are present and finite.
+
+    Which metrics, their order and their labels come with the card (`metric_labels`, from the
+    API's /model, which takes them from skindx.inference.metrics): the UI keeps no list of its own.
+    """
     metrics = card.get("metrics") or {}
     if isinstance(metrics.get("test"), dict):  # {"test": {...}, "val": {...}} layouts
         metrics = metrics["test"]
+    labels = card.get("metric_labels") or {}
     rows = []
-    for key, label in HEADLINE_METRICS.items():
+    for key, label in labels.items():
         value = metrics.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             rows.append((label, f"{value:.3f}"))

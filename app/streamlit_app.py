@@ -1,15 +1,15 @@
 """SkinDX web UI: upload a dermatoscopic image, get the API's prediction and its Grad-CAM.
 
 Run: API_URL=http://127.0.0.1:8000 streamlit run streamlit_app.py   (from app/, for .streamlit/)
+How it calls the API, and with which limit: api_client.py.
 """
 
 from __future__ import annotations
 
 import io
-import os
 
 import streamlit as st
-from api_client import ApiClient, ApiRejected, ApiUnavailable
+from api_client import ApiClient, ApiRejected, ApiUnavailable, upload_limit_mb
 from PIL import Image, ImageOps, UnidentifiedImageError
 from presentation import (
     decode_png,
@@ -20,8 +20,8 @@ from presentation import (
     urgency_style,
 )
 
-API_URL = os.environ.get("API_URL", "http://127.0.0.1:8000")
-MAX_UPLOAD_MB = 10  # the API's limit, so that users hear it here first
+# the API's per-file limit (SKINDX_MAX_UPLOAD_MB), so that users hear it here first
+MAX_UPLOAD_MB = upload_limit_mb(fallback=st.get_option("server.maxUploadSize"))
 DISCLAIMER = (
     "**Not a medical device.** SkinDX is a research and teaching demo. It has not been "
     "clinically validated and must not be used to diagnose, treat or rule out any disease. "
@@ -29,7 +29,7 @@ DISCLAIMER = (
 )
 
 st.set_page_config(page_title="SkinDX", page_icon=":material/biotech:", layout="wide")
-client = ApiClient(API_URL)
+client = ApiClient.from_env()
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -41,7 +41,7 @@ def show_model_sidebar() -> None:
     with st.sidebar:
         st.header("Model")
         try:
-            card = load_model_card(API_URL)
+            card = load_model_card(client.base_url)
         except ApiUnavailable as exc:
             st.error(f"The analysis service is not reachable right now: {exc}.")
             return
@@ -63,7 +63,7 @@ def show_model_sidebar() -> None:
 
 def resize_policy() -> str | None:
     try:
-        return load_model_card(API_URL).get("preprocessing", {}).get("resize_policy")
+        return load_model_card(client.base_url).get("preprocessing", {}).get("resize_policy")
     except (ApiUnavailable, ApiRejected):
         return None
 

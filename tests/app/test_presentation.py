@@ -70,8 +70,17 @@ def test_decode_png_accepts_png_and_rejects_other_bytes():
         decode_png(base64.b64encode(b"GIF89a....").decode())
 
 
+LABELS = {  # as the API's /model sends them (skindx.inference.metrics)
+    "balanced_accuracy": "Balanced accuracy",
+    "accuracy": "Accuracy",
+    "macro_f1": "Macro F1",
+    "ece": "Calibration error (ECE)",
+}
+
+
 def test_headline_metrics_picks_known_finite_numbers_in_order():
     card = {
+        "metric_labels": LABELS,
         "metrics": {
             "accuracy": 0.8,
             "balanced_accuracy": 0.71234,
@@ -79,17 +88,21 @@ def test_headline_metrics_picks_known_finite_numbers_in_order():
             "per_class": {"mel": {}},
             "n_samples": 10,
             "macro_f1": True,
-        }
+        },
     }
     assert headline_metrics(card) == [("Balanced accuracy", "0.712"), ("Accuracy", "0.800")]
 
 
 def test_headline_metrics_reads_a_test_section_and_tolerates_none():
-    assert headline_metrics({"metrics": {"test": {"accuracy": 0.5}, "val": {"accuracy": 0.9}}}) == [
-        ("Accuracy", "0.500")
-    ]
-    assert headline_metrics({"metrics": None}) == []
+    card = {
+        "metric_labels": LABELS,
+        "metrics": {"test": {"accuracy": 0.5}, "val": {"accuracy": 0.9}},
+    }
+    assert headline_metrics(card) == [("Accuracy", "0.500")]
+    assert headline_metrics({"metric_labels": LABELS, "metrics": None}) == []
     assert headline_metrics({}) == []
+    # a card without labels shows no metrics rather than names the UI would have to invent
+    assert headline_metrics({"metrics": {"accuracy": 0.5}}) == []
 
 
 def test_model_view_matches_the_contracts_resize_policy():
