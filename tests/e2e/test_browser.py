@@ -3,6 +3,7 @@ upload, Analyze, read the result; and the two ways a wrong file is refused."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,11 +164,24 @@ def test_a_text_file_is_refused_with_the_apis_message(stack, browser, tmp_path, 
 
 
 def test_mlflow_ui_renders_behind_the_proxy(stack, browser):
-    """The MLflow single-page app loads its assets and calls its API under /mlflow/."""
+    """The MLflow single-page app loads its assets and calls its API under /mlflow/: an
+    experiment created through the proxy's REST route shows up in the list the app fetched."""
+    name = f"e2e-{uuid.uuid4().hex[:12]}"
+    with stack.client() as client:
+        created = client.post("mlflow/api/2.0/mlflow/experiments/create", json={"name": name})
+    assert created.status_code == 200, created.text[:500]
+    experiment_id = created.json()["experiment_id"]
+
     browser.get(f"{stack.url}mlflow/")
     try:
-        wait(browser).until(
-            EC.text_to_be_present_in_element((By.TAG_NAME, "body"), "Default")
-        )  # the experiment every fresh store has, fetched by the UI through /mlflow/ajax-api
+        listed = wait(browser).until(
+            EC.visibility_of_element_located((By.XPATH, f"//*[normalize-space(text())='{name}']"))
+        )
     finally:
         save_screenshot(browser, "mlflow.png")
+    assert listed.is_displayed()
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "Default" in body  # the experiment every fresh store has, listed beside ours
+    assert browser.current_url.startswith(f"{stack.url}mlflow/")  # the app stayed under /mlflow/
+    listed.click()  # the experiment's own page, also fetched through /mlflow/ajax-api
+    wait(browser).until(lambda d: experiment_id in d.current_url)
