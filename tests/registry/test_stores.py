@@ -56,3 +56,59 @@ def test_without_tracking_the_serving_model_is_the_champion(
     assert run("high")["decision"] == "promoted"
     assert verify_package(serving)["version"] == "high"
     assert not (tmp_path / "mlflow.db").exists() and len(log.read_text().splitlines()) == 3
+
+
+def test_the_store_is_chosen_once_from_skindx_tracking(tmp_path, monkeypatch):
+    from skindx.registry import LocalChampionStore, MlflowChampionStore, champion_store
+
+    monkeypatch.setenv("SKINDX_TRACKING", "off")
+    local = champion_store(MODEL, alias="champion", serving_dir=tmp_path / "serving")
+    assert isinstance(local, LocalChampionStore) and local.uri is None
+    assert local.champion("balanced_accuracy") is None  # nothing installed yet
+    with pytest.raises(RegistryError, match="no registry to restore it from"):
+        local.restore("7", tmp_path / "serving")
+    monkeypatch.setenv("SKINDX_TRACKING", "on")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracked = champion_store(
+        MODEL, alias="champion", serving_dir=tmp_path / "s", mlflow_params={"tracking_uri": uri}
+    )
+    assert isinstance(tracked, MlflowChampionStore) and tracked.uri == uri
+
+
+def test_promote_talks_only_to_the_store_it_is_given(packaged_model_dir, tmp_path):
+    """promote() with an injected store: the store's champion decides, make_champion runs
+    before the install, and the decision is recorded with the store's uri and note."""
+    calls = []
+
+    class Store:
+        uri, note = "memory://test", " (test store)"
+
+        def candidate_version(self, card, candidate_dir):
+            return "9"
+
+        def champion(self, metric):
+            from skindx.registry import Champion
+
+            return Champion("8", 0.1, "run-8")
+
+        def make_champion(self, version):
+            calls.append(("make_champion", version, (tmp_path / "serving").exists()))
+
+        def restore(self, version, serving_dir):
+            raise AssertionError("a promotion restores nothing")
+
+        def record(self, version, record):
+            calls.append(("record", version, record["decision"]))
+
+    record = promote(
+        packaged_model_dir,
+        registered_model=MODEL,
+        serving_dir=tmp_path / "serving",
+        log_path=tmp_path / "log.jsonl",
+        store=Store(),
+    )
+    assert record["decision"] == "promoted" and record["reason"].endswith(" (test store)")
+    assert record["registry"] == "memory://test" and record["champion"]["version"] == "8"
+    assert calls == [("make_champion", "9", False), ("record", "9", "promoted")]
+    assert verify_package(tmp_path / "serving")["version"] == "test-1"

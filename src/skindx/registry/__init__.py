@@ -9,6 +9,7 @@
 - `promotion`: `promote`, which ties them together for the promote stage.
 """
 
+from skindx.inference.metrics import HIGHER_IS_BETTER, flat_metrics
 from skindx.registry.decisions import append_decision, decision_record
 from skindx.registry.errors import RegistryError
 from skindx.registry.install import install_package, installed_card, serving_version
@@ -22,14 +23,7 @@ from skindx.registry.registration import (
     restore_version,
     serving_requirements,
 )
-from skindx.registry.rule import (
-    HIGHER_IS_BETTER,
-    Decision,
-    check_metric,
-    decide,
-    flat_metrics,
-    metric_value,
-)
+from skindx.registry.rule import Decision, check_metric, decide, metric_value
 from skindx.registry.stores import (
     Champion,
     ChampionStore,

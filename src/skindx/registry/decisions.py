@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from skindx.export.card import now_iso
-from skindx.registry.rule import Decision, flat_metrics
+from skindx.inference.metrics import flat_metrics
+from skindx.registry.rule import Decision
 
 
 def decision_record(

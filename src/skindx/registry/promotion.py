@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from skindx.inference.metrics import PRIMARY_METRIC
 from skindx.inference.model import ModelIntegrityError, verify_package
 from skindx.registry.decisions import append_decision, decision_record
 from skindx.registry.errors import RegistryError
@@ -28,7 +29,7 @@ def promote(
     candidate_dir: str | Path,
     *,
     registered_model: str,
-    metric: str = "balanced_accuracy",
+    metric: str = PRIMARY_METRIC,
     min_delta: float = 0.005,
     force: bool = False,
     alias: str = "champion",

@@ -18,11 +18,11 @@ import numpy as np
 from skindx import tracking
 from skindx.export.atomic import staging_dir
 from skindx.export.card import write_card
+from skindx.inference.metrics import flat_metrics
 from skindx.inference.model import CARD_DIGEST_KEY, INPUT_NAME, ONNX_FILE, OUTPUT_NAMES
 from skindx.inference.preprocessing import normalize
 from skindx.registry.errors import RegistryError
 from skindx.registry.install import install_package
-from skindx.registry.rule import flat_metrics
 
 METRIC_TAG_PREFIX = "metric."
 PACKAGE_ARTIFACTS_TAG = "package_artifact_path"
@@ -140,7 +140,7 @@ def register_package(
         card["lineage"]["mlflow_run_id"] = run.info.run_id  # the run actually logged to
         write_card(card, package_dir)  # sealed again; the files' hashes stay valid
         mlflow.log_artifacts(str(package_dir), artifact_path=artifact_path)
-        for key, value in flat_metrics(card.get("metrics")).items():
+        for key, value in flat_metrics(card.get("metrics") or {}).items():
             if "." not in key:  # headline metrics on the run; per-class ones stay in tags
                 mlflow.log_metric(f"test_{key}", value)
 

@@ -6,24 +6,14 @@ on its own. `promote` (promotion.py) feeds it the values a champion store report
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from skindx.config import flatten
+from skindx.inference.metrics import HIGHER_IS_BETTER, flat_metrics
 from skindx.registry.errors import RegistryError
 
-# promote.metric must be one of these: `decide` compares them as higher-is-better.
-# TODO(issue 10): read these from the headline metric names of the torch-free core once they
-# are defined there (today evaluation/stage.py holds its own HEADLINE tuple).
-HIGHER_IS_BETTER = (
-    "balanced_accuracy",
-    "accuracy",
-    "macro_f1",
-    "roc_auc_macro",
-    "melanoma_sensitivity",
-)
-
+# promote.metric must be one of HIGHER_IS_BETTER (skindx.inference.metrics, the one list of
+# metric names): `decide` compares them as higher-is-better.
 Action = Literal["promoted", "rejected", "kept"]
 
 
@@ -38,18 +28,9 @@ class Decision:
         return self.action == "promoted"
 
 
-def flat_metrics(metrics: dict[str, Any] | None, prefix: str = "") -> dict[str, float]:
-    """Finite numeric metrics, nested keys joined with '.' (per_class.mel.recall)."""
-    return {
-        key: float(value)
-        for key, value in flatten(metrics or {}, prefix).items()
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    }
-
-
 def metric_value(metrics: dict[str, Any] | None, name: str) -> float | None:
     """`name` from a metrics dict: top level, or under a `test` section, or dotted."""
-    flat = flat_metrics(metrics)
+    flat = flat_metrics(metrics or {})
     for key in (name, f"test.{name}"):
         if key in flat:
             return flat[key]
