@@ -38,10 +38,12 @@ def entry_url(environ: dict[str, str] | None = None) -> str:
     return f"http://{host}:{env.get('SKINDX_HTTP_PORT', '8080')}/"
 
 
-def container_states(compose: list[str]) -> dict[str, tuple[str, str]]:
+def container_states(
+    compose: list[str], env: dict[str, str] | None = None
+) -> dict[str, tuple[str, str]]:
     """name -> (state, health) for every container of the project (health '' without a check)."""
     ids = subprocess.run(
-        [*compose, "ps", "-q"], capture_output=True, text=True, check=True, cwd=ROOT
+        [*compose, "ps", "-q"], capture_output=True, text=True, check=True, cwd=ROOT, env=env
     ).stdout.split()
     if not ids:
         return {}
@@ -55,13 +57,18 @@ def container_states(compose: list[str]) -> dict[str, tuple[str, str]]:
     return states
 
 
-def wait_healthy(compose: list[str], timeout: float = 300.0, interval: float = 2.0) -> None:
+def wait_healthy(
+    compose: list[str],
+    timeout: float = 300.0,
+    interval: float = 2.0,
+    env: dict[str, str] | None = None,
+) -> None:
     """Return once every container runs and each with a healthcheck is healthy; raise
     RuntimeError naming the culprit (with its log tail) otherwise."""
     deadline = time.monotonic() + timeout
     states: dict[str, tuple[str, str]] = {}
     while time.monotonic() < deadline:
-        states = container_states(compose)
+        states = container_states(compose, env)
         bad = {n: s for n, s in states.items() if s[0] in ("exited", "dead") or s[1] == "unhealthy"}
         if bad:
             name = sorted(bad)[0]
