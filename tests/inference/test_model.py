@@ -66,7 +66,7 @@ def test_loads_and_predicts_calibrated_probabilities(packaged_model_dir):
 def test_wrong_input_size_is_refused(packaged_model_dir):
     model = load_packaged_model(packaged_model_dir)
     with pytest.raises(ValueError, match="expected input of shape"):
-        model.predict_proba(np.zeros((1, 48, 48, 3), np.uint8))
+        model.predict(np.zeros((1, 48, 48, 3), np.uint8))
 
 
 def test_torch_evaluate_path_and_inference_agree_on_fullres_images(
@@ -87,7 +87,7 @@ def test_torch_evaluate_path_and_inference_agree_on_fullres_images(
     torch_probs = softmax(
         predict_logits(torch_model, images, served.contract, 32), served.temperature
     )
-    onnx_probs = served.predict_proba(images)
+    onnx_probs, _ = served.predict(images)
     assert np.abs(torch_probs - onnx_probs).max() <= 1e-4
     assert len(set(onnx_probs.argmax(axis=1))) > 1, "degenerate model: the comparison is weak"
 

@@ -122,7 +122,7 @@ def ingest(
         "metadata_file": str(table.metadata_file),
         "n_rows": len(meta),
         "n_images": n_images,
-        "missing_images": len(meta) - n_images,
+        "missing_images": table.n_missing_images,
         "unlisted_images": table.unlisted_images,
         "unavailable_columns": list(table.unavailable_columns),
         "counts": {

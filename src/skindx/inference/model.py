@@ -185,10 +185,6 @@ class PackagedModel:
         logits, features = self.run(normalize(images, self.contract))
         return softmax(logits, self.temperature), features
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """uint8 (N, S, S, 3) -> temperature-calibrated class probabilities [N, C]."""
-        return self.predict(images)[0]
-
     def cam(
         self, features: np.ndarray, class_index: int, size: tuple[int, int] | None = None
     ) -> np.ndarray:
