@@ -4,11 +4,12 @@ kernel) on the outputs and the MLflow store of the quick pipeline."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import nbformat
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, VENV_BIN
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "explore.ipynb"
 
@@ -20,9 +21,17 @@ def test_the_committed_notebook_has_no_outputs():
     assert code, "the notebook has no code"
     for index, cell in enumerate(code):
         assert cell.outputs == [] and cell.execution_count is None, (
-            f"code cell {index} has outputs: strip them (`nbstripout notebooks/explore.ipynb` or "
-            "Clear All Outputs) before committing"
+            f"code cell {index} has outputs: strip them (`.venv/bin/nbstripout "
+            "notebooks/explore.ipynb`) before committing"
         )
+    # nbstripout's own check, the tool that strips it (`nbstripout --install` does it on commit)
+    verify = subprocess.run(
+        [str(VENV_BIN / "nbstripout"), "--verify", str(NOTEBOOK)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr + " (run nbstripout on it)"
     # papermill's parameters cell: the project folder can be given from outside
     assert "parameters" in code[0].metadata.get("tags", [])
     assert "project_dir" in code[0].source
