@@ -11,7 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from serving.metrics import MULTIPROCESS_ENV
-from serving.settings import Settings
+from serving.settings import Settings, SettingsError
 
 
 def prepare_multiprocess_metrics(workers: int) -> str | None:
@@ -31,7 +31,10 @@ def prepare_multiprocess_metrics(workers: int) -> str | None:
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise SystemExit(f"python -m serving: {exc}") from None
     prepare_multiprocess_metrics(settings.workers)
     uvicorn.run(
         "serving.app:app",

@@ -1,6 +1,6 @@
 """The SkinDX serving API: FastAPI on ONNX Runtime, no torch.
 
-uvicorn serving.app:app            (settings from SKINDX_* environment variables)
+uvicorn serving.app:app            (settings: SKINDX_* variables over the checkout's .env)
 python -m serving                  (the same, with SKINDX_WORKERS worker processes)
 """
 
@@ -35,7 +35,7 @@ calibrated probabilities, a risk group and a Grad-CAM explanation.
 
 Errors are JSON `{{"detail": "...", "code": "..."}}`. Uploads: JPEG, PNG or WebP (the type is read
 from the bytes), at most {max_upload_mb} MB a file (SKINDX_MAX_UPLOAD_MB), at least
-{min_image_side} px a side. The same reference as ReDoc: [{redoc}]({redoc}).
+{min_image_side} px a side. This reference is also served as ReDoc, at `{redoc}`.
 """
 
 

@@ -86,3 +86,22 @@ def test_the_checkout_env_file_is_the_one_read():
     """The API of a checkout reads the repository's `.env`, where the deploy defaults live."""
     assert ENV_FILE == REPO_ROOT / ".env"
     assert Settings.model_config["env_file"] == ENV_FILE
+
+
+def test_python_m_serving_refuses_bad_settings_in_one_line():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SKINDX_MAX_BATCH="0", SKINDX_WORKERS="two")
+    result = subprocess.run(
+        [sys.executable, "-m", "serving"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "SKINDX_MAX_BATCH" in result.stderr and "SKINDX_WORKERS" in result.stderr
