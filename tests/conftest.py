@@ -1,5 +1,12 @@
-"""Shared fixtures: the real HAM10000 data in ../shared/data, small real subsets of it, and
-throw-away copies of the project for real `dvc repro` runs."""
+"""Shared fixtures: the HAM10000 data (the real images in ../shared/data, or a synthetic
+dataset in the same layout where that folder is absent), small subsets of it, and throw-away
+copies of the project for real `dvc repro` runs.
+
+Which data the tests see: SKINDX_TEST_DATA=auto (default) uses the real data when
+SKINDX_SHARED_DATA (default ../shared/data) holds it and the synthetic set otherwise (a fresh
+clone: `make test-fast` needs nothing outside the repository); `synthetic` always uses the
+synthetic set; `real` requires the real data and fails without it.
+"""
 
 from __future__ import annotations
 
@@ -11,32 +18,72 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SKINDX_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 HAM_DIR = SHARED_DATA / "ham10000"
 FULLRES_DIR = SHARED_DATA / "ham10000-fullres-sample"
 VENV_BIN = Path(sys.executable).parent
+TEST_DATA = os.environ.get("SKINDX_TEST_DATA", "auto").strip().lower()
+if TEST_DATA not in {"auto", "synthetic", "real"}:
+    raise pytest.UsageError(f"SKINDX_TEST_DATA={TEST_DATA!r}: use auto, synthetic or real")
 
 
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(f"test data missing: {path} (set SKINDX_SHARED_DATA to the shared data folder)")
-    return path
+def uses_real_data(path: Path) -> bool:
+    if TEST_DATA == "real":
+        if not path.exists():
+            raise pytest.UsageError(
+                f"test data missing: {path} (SKINDX_TEST_DATA=real; set SKINDX_SHARED_DATA to "
+                "the shared data folder, or SKINDX_TEST_DATA=auto to use synthetic data)"
+            )
+        return True
+    return TEST_DATA == "auto" and path.exists()
+
+
+REAL_DATA = uses_real_data(HAM_DIR) and uses_real_data(FULLRES_DIR)
+needs_real_data = pytest.mark.skipif(
+    not REAL_DATA, reason="needs the real HAM10000 data (SKINDX_SHARED_DATA); synthetic in use"
+)
 
 
 @pytest.fixture(scope="session")
-def ham_dir() -> Path:
-    """The full 10,015-image HAM10000 folder (flat layout: metadata CSV + images/)."""
-    return _require(HAM_DIR)
+def ham_dir(tmp_path_factory) -> Path:
+    """HAM10000 in the flat layout (HAM10000_metadata.csv + images/): the real 10,015 images
+    at 200x150, or a synthetic set of 311 images (see tests/helpers/synthetic.py)."""
+    if REAL_DATA:
+        return HAM_DIR
+    from tests.helpers.synthetic import make_synthetic_ham
+
+    return make_synthetic_ham(tmp_path_factory.mktemp("synthetic") / "ham10000")
 
 
 @pytest.fixture(scope="session")
-def fullres_dir() -> Path:
-    """70 original 600x450 images, ten per class, with their metadata."""
-    return _require(FULLRES_DIR)
+def fullres_dir(tmp_path_factory) -> Path:
+    """70 images at 600x450, ten per class, with their metadata (real or synthetic)."""
+    if REAL_DATA:
+        return FULLRES_DIR
+    from tests.helpers.synthetic import make_synthetic_fullres
+
+    return make_synthetic_fullres(tmp_path_factory.mktemp("synthetic") / "fullres")
+
+
+@pytest.fixture(scope="session")
+def ham_metadata(ham_dir: Path) -> pd.DataFrame:
+    """HAM10000_metadata.csv as text columns: the real 10,015 rows, or a synthetic table at the
+    same scale and class balance (metadata only: splits and caps need HAM's numbers)."""
+    import pandas as pd
+
+    if REAL_DATA:
+        return pd.read_csv(ham_dir / "HAM10000_metadata.csv", dtype=str)
+    from tests.helpers.synthetic import synthetic_metadata
+
+    return pd.DataFrame(synthetic_metadata()).astype(str)
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +116,13 @@ def make_subset(src: Path, dest: Path, per_class: int) -> Path:
 def small_source(ham_dir: Path, tmp_path_factory) -> Path:
     """Real images, ten lesions per class (about 90 images), in the flat layout."""
     return make_subset(ham_dir, tmp_path_factory.mktemp("ham_small"), per_class=10)
+
+
+def default_paths() -> dict[str, str]:
+    """conf/'s `paths` section, for tests that write a params.yaml by hand."""
+    from skindx.config import compose_config
+
+    return compose_config(conf_dir=REPO_ROOT / "conf")["paths"]
 
 
 def project_files() -> list[str]:

@@ -16,7 +16,7 @@ from skindx.data.errors import DataError
 from skindx.data.preprocess import make_splits, preprocess, require_validated
 from skindx.data.splits import SPLITS
 from skindx.inference.preprocessing import PreprocessingContract, resize_to_contract
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, default_paths
 from tests.data.conftest import CLASSES
 
 DATA = {
@@ -81,8 +81,8 @@ def test_reports_and_class_weights(outputs):
     assert max(weights["weights"]) == weights["weights"][CLASSES.index(rarest)]
 
 
-def test_caps_apply_by_class_and_train_cap_spares_val_and_test(ham_dir: Path):
-    meta = pd.read_csv(ham_dir / "HAM10000_metadata.csv", dtype=str)
+def test_caps_apply_by_class_and_train_cap_spares_val_and_test(ham_metadata: pd.DataFrame):
+    meta = ham_metadata.copy()
     full = make_splits(meta, DATA)
     capped = make_splits(meta, {**DATA, "train_max_per_class": 200})
     for split in ("val", "test"):
@@ -112,7 +112,11 @@ def run_preprocess_stage(project: Path, data: dict, **env: str) -> subprocess.Co
     summary = project / "reports" / "validation" / "summary.json"
     summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps({"success": True}))
-    params = {"data": data, "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}"}}
+    params = {
+        "paths": default_paths(),
+        "data": data,
+        "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}"},
+    }
     (project / "params.yaml").write_text(json.dumps(params))  # JSON is YAML
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "pipelines" / "preprocess.py")],
@@ -126,8 +130,6 @@ def run_preprocess_stage(project: Path, data: dict, **env: str) -> subprocess.Co
 
 def test_a_bad_setting_fails_the_stage_in_one_line(tmp_path: Path):
     data = {
-        "raw_dir": "data/raw",
-        "processed_dir": "data/processed",
         "classes": CLASSES,
         "image_size": 32,
         "resize_policy": "center_crop",

@@ -10,6 +10,7 @@ import pytest
 
 from skindx.data.errors import SourceError
 from skindx.data.sources import ENV_VAR, read_source, resolve_source
+from tests.conftest import needs_real_data
 from tests.data.conftest import make_isic2018_layout, make_kaggle_layout, read_metadata_csv
 
 DATA = {"source": None, "default_source": "../shared/data/ham10000"}
@@ -143,6 +144,7 @@ def test_data_source_may_be_a_url(tmp_path: Path):
     assert (resolved.origin, resolved.url, resolved.path) == ("data.source", url, None)
 
 
+@needs_real_data
 def test_the_default_source_of_this_machine_is_the_shared_data(ham_dir: Path):
     project_root = Path(__file__).resolve().parents[2]
     resolved = resolve_source(DATA, {}, root=project_root)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,8 +21,8 @@ FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
 @pytest.fixture(scope="module")
-def meta(ham_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(ham_dir / "HAM10000_metadata.csv", dtype=str)
+def meta(ham_metadata: pd.DataFrame) -> pd.DataFrame:
+    return ham_metadata.copy()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from PIL import Image
 from skindx.data.ingest import ingest
 from skindx.data.sources import read_source
 from skindx.data.validation import validate, write_summary
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, default_paths
 from tests.data.conftest import CLASSES, make_isic2018_layout, read_metadata_csv
 
 
@@ -148,7 +148,8 @@ def test_all_corruptions_at_once_fail_the_stage_naming_each(source: Path, tmp_pa
     (project / "data").mkdir(parents=True)
     ingest(read_source(source), project / "data" / "raw", progress=False)
     params = {
-        "data": {"raw_dir": "data/raw", "classes": CLASSES},
+        "paths": default_paths(),
+        "data": {"classes": CLASSES},
         "mlflow": {
             "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
             "data_experiment": "skindx-data",
