@@ -19,7 +19,7 @@ from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
-from tests.containers.conftest import SERVICES, ComposeStack
+from tests.containers.conftest import SERVICES, ComposeStack, copy_checkout
 from tests.e2e import test_browser as ui
 
 # the first test also builds the images (a cold trainer build installs CUDA torch)
@@ -384,3 +384,19 @@ def all_runs(stack: ComposeStack) -> list[dict]:
     experiments = mlflow_api(stack, "experiments/search", max_results=50)["experiments"]
     ids = [e["experiment_id"] for e in experiments]
     return mlflow_api(stack, "runs/search", experiment_ids=ids, max_results=200).get("runs", [])
+
+
+# --- a fresh clone ------------------------------------------------------------------------------
+
+
+def test_the_api_build_without_a_model_says_which_command_to_run(compose_stack, tmp_path_factory):
+    """A fresh clone has no serving/model/ (git-ignored): the build stops with one line naming
+    the command, not a traceback (the installed layers come from the cache)."""
+    bare = copy_checkout(tmp_path_factory.mktemp("fresh") / "skindx")
+    assert not (bare / "serving" / "model").exists()
+    stack = ComposeStack(**{**compose_stack.__dict__, "directory": bare})
+    result = stack.run("build", "api", check=False, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "no promoted model in serving/model/" in output and "make repro" in output
+    assert "Traceback" not in output
