@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
+from tests.e2e.test_browser import browser  # noqa: F401 (the headless Chromium fixture)
 
 PAGES = ["index", "results", "stack", "contracts", "api", "notebook"]
 ENDPOINTS = ["/predict", "/predict/batch", "/explain", "/model", "/health", "/ready"]
@@ -201,3 +202,23 @@ def test_a_project_without_readme_is_a_clear_error(tmp_path):
     config = make_docs_project(tmp_path, None, {"guide.md": "# Guide\n"})
     result = mkdocs_build(config, tmp_path / "site")
     assert result.returncode != 0 and "nothing to build" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_search_finds_pages_in_a_real_browser_from_file_urls(site, browser):  # noqa: F811
+    """Material's search from file:// (the offline plugin's case): no server, no network."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get((site / "index.html").as_uri())
+    box = WebDriverWait(browser, 20).until(
+        EC.element_to_be_clickable((By.CSS_SELECTOR, "input.md-search__input"))
+    )
+    box.send_keys("temperature")
+    hits = WebDriverWait(browser, 30).until(
+        lambda driver: driver.find_elements(By.CSS_SELECTOR, ".md-search-result__item a")
+    )
+    pages = {Path(hit.get_attribute("href").split("?")[0]).name for hit in hits}
+    assert {"index.html", "contracts.html"} <= pages, pages
