@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,23 +125,12 @@ def test_failed_parity_writes_nothing(untrained_model_factory, tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["candidate"]  # no staging dir left behind
 
 
-def _package_stage():
-    """pipelines/package.py as a module (pipelines/ is not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "pipelines" / "package.py"
-    spec = importlib.util.spec_from_file_location("package_stage", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_package_stage_takes_the_contract_and_classes_from_the_checkpoint():
-    stage = _package_stage()
+    from skindx.export.stage import checkpoint_contract  # was in pipelines/package.py
+
     trained = PreprocessingContract(input_size=48, resize_policy="stretch")
     checkpoint = {"config": {"classes": list(CLASS_CODES), "contract": trained.to_dict()}}
-    assert stage.checkpoint_contract(checkpoint) == trained
+    assert checkpoint_contract(checkpoint, Path("best.pt")) == trained
     checkpoint["config"]["classes"] = list(reversed(CLASS_CODES))
     with pytest.raises(ValueError, match="trained on classes"):
-        stage.checkpoint_contract(checkpoint)
+        checkpoint_contract(checkpoint, Path("best.pt"))
