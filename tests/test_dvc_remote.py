@@ -131,6 +131,7 @@ def _served_card(project: Path, tmp_path: Path, name: str) -> dict:
         [sys.executable, "-m", "serving"],
         f"http://127.0.0.1:{port}",
         tmp_path / f"{name}.log",
+        ready_path="/ready",  # a verified model is loaded
         cwd=project,
         env=env,
         timeout=120,
