@@ -222,3 +222,47 @@ def test_search_finds_pages_in_a_real_browser_from_file_urls(site, browser):  # 
     )
     pages = {Path(hit.get_attribute("href").split("?")[0]).name for hit in hits}
     assert {"index.html", "contracts.html"} <= pages, pages
+
+
+# --- docs/contracts.md against the code it describes ---------------------------------------------
+
+CONTRACTS = REPO_ROOT / "docs" / "contracts.md"
+
+
+def documented_codes(section: str) -> set[str]:
+    """The `code` spans of one `## ...` section of docs/contracts.md."""
+    import re
+
+    text = CONTRACTS.read_text(encoding="utf-8")
+    start = text.index(f"## {section}")
+    end = text.find("\n## ", start + 1)
+    return set(re.findall(r"`([^`]+)`", text[start : end if end > 0 else None]))
+
+
+def test_contracts_name_every_configured_path():
+    from skindx.config import ProjectPaths, load_params
+
+    paths = ProjectPaths.from_params(load_params(REPO_ROOT / "params.yaml"))
+    documented = documented_codes("Paths")
+    for name, value in paths.to_dict().items():
+        assert f"paths.{name}" in documented, f"docs/contracts.md lacks paths.{name} ({value})"
+
+
+def test_contracts_list_every_checkpoint_key(processed_dir, tmp_path):
+    from skindx.models.checkpoint import load_checkpoint
+    from tests.helpers.training import make_trainer
+
+    make_trainer(processed_dir, tmp_path, epochs=1).fit()
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    documented = documented_codes("The checkpoint")
+    missing = sorted(set(checkpoint) - documented)
+    assert not missing, f"docs/contracts.md lacks the checkpoint key(s) {missing}"
+    history = sorted(set(checkpoint["history"][0]) - documented)
+    assert not history, f"docs/contracts.md lacks the history column(s) {history}"
+
+
+def test_contracts_list_every_model_card_key(packaged_model_dir):
+    card = json.loads((packaged_model_dir / "model.json").read_text())
+    documented = documented_codes("Model card")
+    missing = sorted(set(card) - documented)
+    assert not missing, f"docs/contracts.md lacks the model card key(s) {missing}"
