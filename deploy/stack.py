@@ -215,10 +215,10 @@ def start(environ: Mapping[str, str]) -> None:
     if not honcho:
         raise StackError("honcho is not installed in this environment: run `make install`")
     os.chdir(ROOT)
-    # honcho becomes this process, so Ctrl-C (or SIGTERM) reaches it and it stops every child
-    os.execve(
-        honcho, [honcho, "start", "--no-colour", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)], env
-    )
+    # honcho becomes this process, so Ctrl-C (or SIGTERM) reaches it and it stops every child;
+    # `-e /dev/null`: honcho would read ROOT/.env itself and let it override the environment
+    command = ["start", "--no-colour", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)]
+    os.execve(honcho, [honcho, *command, "-e", os.devnull], env)
 
 
 def wait_for(checks: Mapping[str, str], deadline: float) -> list[str]:
