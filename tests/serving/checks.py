@@ -57,6 +57,16 @@ def expected_probabilities(model_dir: Path, jpeg: bytes, temperature: float | No
     return softmax(logits, t)[0], model.temperature
 
 
+def check_calibration(server, jpeg: bytes, model_dir: Path) -> None:
+    """The API's probabilities are the package's, at the card's temperature (not at 1)."""
+    expected, temperature = expected_probabilities(model_dir, jpeg)
+    uncalibrated, _ = expected_probabilities(model_dir, jpeg, temperature=1.0)
+    assert temperature != 1.0
+    body = post_image(server, jpeg).json()
+    np.testing.assert_allclose(probabilities(body), expected, atol=1e-5)
+    assert not np.allclose(probabilities(body), uncalibrated, atol=1e-4)
+
+
 def expected_overlay(model_dir: Path, jpeg: bytes, class_code: str, size: int = 448) -> np.ndarray:
     """The Grad-CAM overlay computed in-process with skindx.inference."""
     from skindx.inference import preprocess, resize_to_contract

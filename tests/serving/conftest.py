@@ -102,6 +102,29 @@ def copy_package(src: Path, dest: Path, version: str | None = None) -> Path:
     return dest
 
 
+def tampered_copy(src: Path, dest: Path) -> Path:
+    copy_package(src, dest, version="tampered")
+    onnx = bytearray((dest / "model.onnx").read_bytes())
+    onnx[len(onnx) // 2] ^= 0x01
+    (dest / "model.onnx").write_bytes(bytes(onnx))
+    return dest
+
+
+def broken_copy(src: Path, dest: Path) -> Path:
+    """Hashes that match, but an ONNX file that is not a model."""
+    import hashlib
+
+    from skindx.export.card import write_card
+
+    copy_package(src, dest, version="broken")
+    garbage = b"this is not an onnx graph" * 100
+    (dest / "model.onnx").write_bytes(garbage)
+    card = json.loads((dest / "model.json").read_text())
+    card["files"]["model.onnx"] = hashlib.sha256(garbage).hexdigest()
+    write_card(card, dest)
+    return dest
+
+
 @pytest.fixture(scope="session")
 def api(packaged_model_dir: Path) -> Iterator[InProcessApi]:
     """The app in-process on the packaged test model (admin API disabled)."""

@@ -6,7 +6,7 @@ real full-resolution samples.
 Moved here from test_app.py (where they ran against uvicorn on the real samples): health/ready/
 docs, calibration, the hostile corpus, EXIF, the 422/404/405 contract, batches, /explain, the
 model card, /metrics, the disabled admin API and /ready before a model; and from
-test_load_and_reload.py, in-process twins of the admin token and reload tests.
+test_load_and_reload.py, the admin token, refusal of a bad model and reload from no model.
 """
 
 from __future__ import annotations
@@ -26,12 +26,19 @@ from skindx.inference.classes import CLASS_CODES, CLASS_INFO
 from tests.serving.checks import (
     assert_prediction,
     check_batch,
+    check_calibration,
     check_explain,
-    expected_probabilities,
     post_image,
     probabilities,
 )
-from tests.serving.conftest import ADMIN_TOKEN, InProcessApi, copy_package, in_process_api
+from tests.serving.conftest import (
+    ADMIN_TOKEN,
+    InProcessApi,
+    broken_copy,
+    copy_package,
+    in_process_api,
+    tampered_copy,
+)
 from tests.serving.hostile_corpus import Upload, encode, exif_rotated_jpeg, hostile_corpus
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -95,12 +102,7 @@ def test_docs_assets_are_served_by_the_api(api: InProcessApi):
 def test_prediction_is_calibrated_with_the_cards_temperature(
     api: InProcessApi, synthetic_jpeg: bytes, packaged_model_dir: Path
 ):
-    expected, temperature = expected_probabilities(packaged_model_dir, synthetic_jpeg)
-    uncalibrated, _ = expected_probabilities(packaged_model_dir, synthetic_jpeg, temperature=1.0)
-    assert temperature != 1.0
-    body = post_image(api, synthetic_jpeg).json()
-    np.testing.assert_allclose(probabilities(body), expected, atol=1e-5)
-    assert not np.allclose(probabilities(body), uncalibrated, atol=1e-4)
+    check_calibration(api, synthetic_jpeg, packaged_model_dir)
 
 
 HOSTILE = [
@@ -369,21 +371,22 @@ def test_reload_swaps_in_the_new_model(reloadable, packaged_model_dir_64: Path):
         assert client.get("/model").json()["preprocessing"]["input_size"] == 64
 
 
-def test_reload_refuses_a_tampered_model_and_keeps_serving(
-    reloadable, tmp_path: Path, synthetic_jpeg: bytes, caplog
+@pytest.mark.parametrize(
+    ("make_bad", "reason"),
+    [(tampered_copy, "sha256"), (broken_copy, "onnx")],
+    ids=["tampered", "broken"],
+)
+def test_reload_refuses_a_bad_model_and_keeps_serving(
+    reloadable, tmp_path: Path, synthetic_jpeg: bytes, caplog, make_bad, reason: str
 ):
     app, model_dir = reloadable
-    tampered = copy_package(model_dir, tmp_path / "tampered", version="tampered")
-    onnx = bytearray((tampered / "model.onnx").read_bytes())
-    onnx[len(onnx) // 2] ^= 0x01
-    (tampered / "model.onnx").write_bytes(bytes(onnx))
-    replace_package(model_dir, tampered)
+    replace_package(model_dir, make_bad(model_dir, tmp_path / "bad"))
     with caplog.at_level(logging.ERROR, logger="serving.engine"), app.client() as client:
         response = client.post("/admin/reload", headers=AUTH)
         assert response.status_code == 409, response.text
         body = response.json()
         assert body["code"] == "model_rejected"
-        assert "test-1 keeps serving" in body["detail"] and "sha256" in body["detail"]
+        assert "test-1 keeps serving" in body["detail"] and reason in body["detail"]
         assert client.get("/ready").json() == {"status": "ready", "model_version": "test-1"}
         predicted = post_image(app, synthetic_jpeg)
         assert predicted.status_code == 200 and predicted.json()["model_version"] == "test-1"

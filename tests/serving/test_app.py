@@ -8,16 +8,14 @@ import json
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.serving.checks import (
     assert_prediction,
     check_batch,
+    check_calibration,
     check_explain,
-    expected_probabilities,
     post_image,
-    probabilities,
 )
 from tests.serving.conftest import Server
 
@@ -46,12 +44,7 @@ def test_full_resolution_sample_predicts(server: Server, fullres_images: list[Pa
 def test_prediction_is_calibrated_with_the_cards_temperature(
     server: Server, sample_jpeg: bytes, packaged_model_dir: Path
 ):
-    expected, temperature = expected_probabilities(packaged_model_dir, sample_jpeg)
-    uncalibrated, _ = expected_probabilities(packaged_model_dir, sample_jpeg, temperature=1.0)
-    assert temperature != 1.0
-    body = post_image(server, sample_jpeg).json()
-    np.testing.assert_allclose(probabilities(body), expected, atol=1e-5)
-    assert not np.allclose(probabilities(body), uncalibrated, atol=1e-4)
+    check_calibration(server, sample_jpeg, packaged_model_dir)
 
 
 def test_oversized_body_is_refused_before_it_is_uploaded(server: Server):
