@@ -91,8 +91,14 @@ model: ## make sure a promoted model is in serving/model (runs the pipeline when
 	@if [ -f $(MODEL_DIR)/model.json ]; then \
 	  echo "promoted model: $(MODEL_DIR) (version $$(python3 -c 'import json; print(json.load(open("$(MODEL_DIR)/model.json"))["version"])'))"; \
 	else \
-	  echo "no promoted model in $(MODEL_DIR): running the pipeline to train and promote one (make repro)"; \
-	  $(MAKE) --no-print-directory repro; \
+	  $(MAKE) --no-print-directory install; \
+	  if $(DVC_REMOTE_READY); then \
+	    echo "no promoted model in $(MODEL_DIR): pulling it (and whatever else is ready) from the DVC remote, building the rest"; \
+	    $(DVC) repro --pull; \
+	  else \
+	    echo "no promoted model in $(MODEL_DIR): running the pipeline to train and promote one (make repro)"; \
+	    $(MAKE) --no-print-directory repro; \
+	  fi; \
 	fi
 
 api-image: model ## build skindx/api:<registered model version> (OCI labels: model, card sha256, commit, run id)
