@@ -197,25 +197,22 @@ def test_promote_stage_reports_instead_of_failing(store):
     )
     env = {**os.environ, "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    run = subprocess.run(
-        [sys.executable, str(REPO / "pipelines" / "promote.py")],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def promote_stage():
+        return subprocess.run(
+            [sys.executable, str(REPO / "pipelines" / "promote.py")],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    run = promote_stage()
     assert run.returncode == 0, run.stderr
     assert "REJECTED" in run.stdout and "not better" in run.stdout
     assert len(log_of(store)) == 2
     shutil.rmtree(root / "models" / "candidate")
-    run = subprocess.run(
-        [sys.executable, str(REPO / "pipelines" / "promote.py")],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = promote_stage()
     assert run.returncode == 1 and "promote: error:" in run.stderr
     assert "Traceback" not in run.stderr
