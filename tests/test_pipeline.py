@@ -7,6 +7,7 @@ what it produced, and the one that runs an experiment works on a copy of it.
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -92,19 +93,32 @@ def test_model_is_registered_with_champion_alias(repro):
 def test_worse_experiment_is_not_promoted_and_the_log_says_why(quick_project, tmp_path):
     """Acceptance (package and model issues): an experiment with another architecture runs
     through `dvc exp run -S`, `dvc exp show` compares it with the baseline, and a candidate that
-    does not beat the champion by promote.min_delta is registered but not promoted."""
+    does not beat the champion by promote.min_delta is registered but not promoted.
+
+    The same experiment moves two pipeline paths (structure issue: a path is defined once, in
+    conf/paths): the arrays and the candidate land in the new places, and with the old arrays
+    deleted no stage can still be reading them."""
     copy = quick_project.copy_to(tmp_path / "skindx")  # the session's run stays untouched
     project, env = copy.path, copy.env
     served = json.loads((project / "serving/model/model.json").read_text())["version"]
+    shutil.rmtree(project / "data" / "processed")
     # quick sets model.arch itself, so the architecture is overridden by key, not by group
     overrides = [
         "experiment=quick",
         "model.arch=resnet50",
         "train.epochs=1",
         "promote.min_delta=1.0",
+        "paths.processed_dir=data/arrays",
+        "paths.candidate_dir=models/candidate-exp",
     ]
     exp = run_dvc(project, "exp", "run", *(f"-S{o}" for o in overrides), env=env)
     assert exp.returncode == 0, exp.stdout[-3000:] + exp.stderr[-3000:]
+    for stage in ("preprocess", "train", "evaluate", "package", "promote"):
+        assert f"Running stage '{stage}'" in exp.stdout, stage
+    assert (project / "data/arrays/train_images.npy").is_file()
+    assert not (project / "data/processed").exists()
+    candidate = json.loads((project / "models/candidate-exp/model.json").read_text())
+    assert candidate["architecture"]["arch"] == "resnet50"
     shown = run_dvc(project, "exp", "show", "--json", env=env)
     assert shown.returncode == 0, shown.stderr
     archs = set(_values_of(json.loads(shown.stdout), "arch"))
