@@ -11,14 +11,15 @@ from skindx.evaluation.metrics import classification_report, softmax
 from skindx.evaluation.stage import evaluate_checkpoint
 from skindx.models.checkpoint import cpu_state_copy, save_checkpoint
 from skindx.models.predict import predict_logits
+from tests.helpers.training import MODEL, make_trainer
 
-MODEL = {"arch": "resnet18", "num_classes": 7, "dropout": 0.2, "weights": "none"}
 
-
-def test_metrics_and_temperature_match_an_independent_computation(
-    processed_dir, tmp_path, untrained_model_factory
-):
-    model = untrained_model_factory()  # the same build_model config as MODEL
+def test_metrics_and_temperature_match_an_independent_computation(processed_dir, tmp_path):
+    # A few real training steps: an untrained model can predict one class for every image
+    # (it does on the synthetic set), and then no temperature tells val from test.
+    trainer = make_trainer(processed_dir, tmp_path / "train", epochs=2, max_steps_per_epoch=3)
+    trainer.fit()
+    model = trainer.model.eval()  # the same build_model config as MODEL
     contract = read_contract(processed_dir)
     classes, _ = load_class_weights(processed_dir)
     path = save_checkpoint(
