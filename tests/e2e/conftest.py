@@ -42,8 +42,14 @@ class Stack:
     def upstream(self, name: str) -> str:
         """The loopback address nginx forwards to for `api`, `ui` or `mlflow`."""
         conf = (self.run_dir / "nginx" / "conf.d" / "skindx.conf").read_text()
-        match = re.search(rf"upstream skindx_{name} \{{.*?server (127\.0\.0\.1:\d+)", conf, re.S)
-        assert match, f"no upstream {name} in the rendered nginx config"
+        # an upstream block (ui), or a map to an address variable (api, mlflow: re-resolvable)
+        match = re.search(
+            rf"(?:upstream skindx_{name} |map \S+ \$skindx_{name} )\{{.*?"
+            rf"(?:server|default) (127\.0\.0\.1:\d+)",
+            conf,
+            re.S,
+        )
+        assert match, f"no address of {name} in the rendered nginx config"
         return f"http://{match.group(1)}"
 
 

@@ -31,7 +31,7 @@ SECURITY_HEADERS = {
         ("openapi.json", '"/predict"'),
         ("model", '"version":"test-1"'),
         ("mlflow/", "<html"),
-        ("docs/", "SkinDX docs"),
+        ("docs/", "<title>SkinDX</title>"),  # the MkDocs site
         ("docs/contracts.html", "Contracts between the pieces"),
         ("", "<title>Streamlit</title>"),
     ],
