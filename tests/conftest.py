@@ -278,6 +278,13 @@ def make_processed_dir(src: Path, dest: Path, size: int = 32, per_split=PROCESSE
         np.save(dest / f"{split}_images.npy", images)
         np.save(dest / f"{split}_labels.npy", np.array([r["label"] for r in split_rows], np.int64))
         counts[split] = len(split_rows)
+        (dest / "splits").mkdir(exist_ok=True)
+        with (dest / "splits" / f"{split}.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["image_id", "lesion_id", "dx", "label"])
+            writer.writerows(
+                [r["image_id"], r["lesion_id"], r["dx"], r["label"]] for r in split_rows
+            )
     train_counts = np.bincount(np.load(dest / "train_labels.npy"), minlength=len(CLASS_CODES))
     inverse = 1.0 / np.maximum(train_counts, 1)
     weights = inverse / inverse.mean()
