@@ -92,6 +92,7 @@ def run_ingest(project: Path, source: str):
     )
 
 
+@pytest.mark.slow  # over 8 s here: a whole stage, MLflow store or several epochs
 def test_stage_prints_the_source_it_used(stage_project: Path, fullres_dir: Path):
     result = run_ingest(stage_project, str(fullres_dir))
     assert result.returncode == 0, result.stderr

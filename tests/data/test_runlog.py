@@ -21,6 +21,7 @@ def project(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # over 8 s here: a whole stage, MLflow store or several epochs
 def test_run_in_data_experiment_with_lineage(project: Path):
     uri = f"sqlite:///{project / 'store.db'}"
     params = {

@@ -36,6 +36,7 @@ def image_of(source: Path, row: int) -> tuple[str, Path]:
     return image_id, source / "images" / f"{image_id}.jpg"
 
 
+@pytest.mark.slow  # over 8 s here: a whole stage, MLflow store or several epochs
 def test_clean_sample_passes_and_writes_data_docs(raw_copy: Path, tmp_path: Path):
     report = validate(raw_copy, CLASSES, docs_dir=tmp_path / "docs", progress=False)
     assert report.success, report.format()
@@ -138,6 +139,7 @@ def test_each_corruption_is_named_with_the_offending_row(name: str, source: Path
     assert len(report.failed) == 1, message
 
 
+@pytest.mark.slow  # over 8 s here: a whole stage, MLflow store or several epochs
 def test_all_corruptions_at_once_fail_the_stage_naming_each(source: Path, tmp_path: Path):
     """The validate stage itself: non-zero exit, each failure and its example named, no traceback."""
     ids = {

@@ -17,6 +17,7 @@ from skindx.inference.cam import (
 )
 
 
+@pytest.mark.slow  # over 8 s here: a whole stage, MLflow store or several epochs
 def test_cam_equals_gradcam_on_layer4(fullres_images, untrained_model_factory):
     """For a GAP -> dropout -> linear head, Grad-CAM = ReLU(sum_k W[c,k] A_k) up to scale."""
     import torch

@@ -33,6 +33,7 @@ class ScriptedValidation(Trainer):
         return self._seen_list
 
 
+@pytest.mark.slow  # over 8 s here: a whole stage, MLflow store or several epochs
 def test_best_checkpoint_holds_the_best_epoch_not_the_last(processed_dir, tmp_path):
     snapshots = {}
 
@@ -58,6 +59,7 @@ def test_best_checkpoint_holds_the_best_epoch_not_the_last(processed_dir, tmp_pa
     assert same(cpu_state_copy(trainer.model), snapshots[2])
 
 
+@pytest.mark.slow  # over 8 s here: a whole stage, MLflow store or several epochs
 def test_checkpoint_contract(processed_dir, tmp_path):
     make_trainer(processed_dir, tmp_path, epochs=1).fit()
     checkpoint = load_checkpoint(tmp_path / "best.pt")  # weights_only=True inside
@@ -170,6 +172,7 @@ class NeverImproves(Trainer):
         return {**super().validate(), "val_balanced_accuracy": 0.5}
 
 
+@pytest.mark.slow  # over 8 s here: a whole stage, MLflow store or several epochs
 def test_early_stopping(processed_dir, tmp_path):
     trainer = make_trainer(
         processed_dir,
