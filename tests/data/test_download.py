@@ -98,15 +98,20 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_download_verifies_and_renames(server: FileServer, image_zip: bytes, tmp_path: Path):
-    server.files["/a.zip"] = image_zip
-    dest = download(
+def download_a_zip(server: FileServer, image_zip: bytes, tmp_path: Path) -> Path:
+    """Download the zip served at /a.zip into tmp_path/a.zip, size and sha256 pinned."""
+    return download(
         f"{server.url}/a.zip",
         tmp_path / "a.zip",
         size=len(image_zip),
         sha256=sha(image_zip),
         progress=False,
     )
+
+
+def test_download_verifies_and_renames(server: FileServer, image_zip: bytes, tmp_path: Path):
+    server.files["/a.zip"] = image_zip
+    dest = download_a_zip(server, image_zip, tmp_path)
     assert dest.read_bytes() == image_zip
     assert not (tmp_path / "a.zip.part").exists()
 
@@ -117,13 +122,7 @@ def test_partial_download_is_resumed_with_a_range_request(
     server.files["/a.zip"] = image_zip
     half = len(image_zip) // 2
     (tmp_path / "a.zip.part").write_bytes(image_zip[:half])
-    dest = download(
-        f"{server.url}/a.zip",
-        tmp_path / "a.zip",
-        size=len(image_zip),
-        sha256=sha(image_zip),
-        progress=False,
-    )
+    dest = download_a_zip(server, image_zip, tmp_path)
     assert dest.read_bytes() == image_zip
     assert server.requests == [
         {"path": "/a.zip", "range": f"bytes={half}-", "sent": len(image_zip) - half}

@@ -117,39 +117,18 @@ def _candidates(image: torch.Tensor, ops) -> list[torch.Tensor]:
     return [op(image) for op in ops]
 
 
+def _only(flag: str) -> AugmentConfig:
+    """One geometric augmentation on, everything else off."""
+    flags = dict.fromkeys(("hflip", "vflip", "rot90"), False)
+    return AugmentConfig(**{**flags, flag: True}, random_resized_crop_scale=None, color_jitter=0.0)
+
+
 @pytest.mark.parametrize(
     ("config", "ops"),
     [
-        (
-            AugmentConfig(
-                hflip=True,
-                vflip=False,
-                rot90=False,
-                random_resized_crop_scale=None,
-                color_jitter=0.0,
-            ),
-            [lambda x: x, lambda x: x.flip(-1)],
-        ),
-        (
-            AugmentConfig(
-                hflip=False,
-                vflip=True,
-                rot90=False,
-                random_resized_crop_scale=None,
-                color_jitter=0.0,
-            ),
-            [lambda x: x, lambda x: x.flip(-2)],
-        ),
-        (
-            AugmentConfig(
-                hflip=False,
-                vflip=False,
-                rot90=True,
-                random_resized_crop_scale=None,
-                color_jitter=0.0,
-            ),
-            [lambda x, k=k: torch.rot90(x, k, dims=(-2, -1)) for k in range(4)],
-        ),
+        (_only("hflip"), [lambda x: x, lambda x: x.flip(-1)]),
+        (_only("vflip"), [lambda x: x, lambda x: x.flip(-2)]),
+        (_only("rot90"), [lambda x, k=k: torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]),
     ],
     ids=["hflip", "vflip", "rot90"],
 )

@@ -174,25 +174,20 @@ class NeverImproves(Trainer):
 
 @pytest.mark.slow  # over 8 s here: a whole stage, MLflow store or several epochs
 def test_early_stopping(processed_dir, tmp_path):
-    trainer = make_trainer(
-        processed_dir,
-        tmp_path,
-        cls=NeverImproves,
-        epochs=6,
-        early_stopping_patience=2,
-        max_steps_per_epoch=1,
-    )
-    result = trainer.fit()
+    def trainer():
+        return make_trainer(
+            processed_dir,
+            tmp_path,
+            cls=NeverImproves,
+            epochs=6,
+            early_stopping_patience=2,
+            max_steps_per_epoch=1,
+        )
+
+    result = trainer().fit()
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
     # resuming a finished run does not train again
-    resumed = make_trainer(
-        processed_dir,
-        tmp_path,
-        cls=NeverImproves,
-        epochs=6,
-        early_stopping_patience=2,
-        max_steps_per_epoch=1,
-    ).fit(resume=True)
+    resumed = trainer().fit(resume=True)
     assert resumed.epochs_run == 3
 
 
