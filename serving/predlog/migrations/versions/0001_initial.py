@@ -15,6 +15,12 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+# skindx.inference.image_stats.STAT_KEYS as of this revision (a migration never follows code)
+STAT_COLUMNS = (
+    *("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b", "brightness"),
+    *(f"hist_{c}{i}" for c in "rgb" for i in range(8)),
+)
+
 
 def upgrade() -> None:
     op.create_table(
@@ -37,14 +43,7 @@ def upgrade() -> None:
         sa.Column("image_bytes", sa.Integer(), nullable=False),
         sa.Column("image_sha256", sa.String(length=64), nullable=False),
         sa.Column("image_path", sa.String(length=255), nullable=True),
-        sa.Column("mean_r", sa.Float(), nullable=False),
-        sa.Column("mean_g", sa.Float(), nullable=False),
-        sa.Column("mean_b", sa.Float(), nullable=False),
-        sa.Column("std_r", sa.Float(), nullable=False),
-        sa.Column("std_g", sa.Float(), nullable=False),
-        sa.Column("std_b", sa.Float(), nullable=False),
-        sa.Column("brightness", sa.Float(), nullable=False),
-        sa.Column("color_hist", sa.JSON(), nullable=False),
+        *(sa.Column(key, sa.Float(), nullable=False) for key in STAT_COLUMNS),
         sa.Column("latency_ms", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_predictions")),
         sa.UniqueConstraint("request_id", name=op.f("uq_predictions_request_id")),
