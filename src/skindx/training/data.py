@@ -19,6 +19,7 @@ from torch.utils.data import (
 )
 
 from skindx.data.processed import SplitArrays, load_class_weights, load_split
+from skindx.training.distributed import ShardedBatchSampler
 
 # train.imbalance: weight the loss by inverse class frequency, sample classes evenly, or neither
 IMBALANCE = ("weighted_loss", "sampler", "none")
@@ -80,10 +81,15 @@ def make_loader(
     generator: torch.Generator | None = None,
     num_workers: int = 0,
     pin_memory: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> DataLoader:
     """Batches of (uint8 NHWC, int64 labels). Training: shuffled (or class-balanced sampling
     with replacement when imbalance='sampler'), incomplete last batch dropped so that
-    BatchNorm never sees a batch of one."""
+    BatchNorm never sees a batch of one.
+
+    `shard=(rank, world_size)`: `batch_size` is the global batch and this loader yields rank's
+    batch_size / world_size images of each (skindx.training.distributed.ShardedBatchSampler);
+    `generator` must be seeded alike on every rank."""
     check_imbalance(imbalance)
     sampler: Sampler
     if not train:
@@ -99,9 +105,17 @@ def make_loader(
     else:
         sampler = RandomSampler(range(len(arrays)), generator=generator)
     drop_last = train and len(arrays) > batch_size
+    rank, world_size = shard
+    batches: Sampler
+    if world_size > 1:
+        batches = ShardedBatchSampler(
+            sampler, batch_size, rank=rank, world_size=world_size, drop_last=drop_last
+        )
+    else:
+        batches = BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
     return DataLoader(
         BatchArrayDataset(arrays),
-        batch_sampler=BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last),
+        batch_sampler=batches,
         collate_fn=_whole_batch,
         num_workers=num_workers,
         pin_memory=pin_memory,

@@ -5,6 +5,11 @@ improvement (best.pt), resumable from last.pt.
 Reproducibility: every epoch reseeds torch, the sampler and the augmentation generators from
 (seed, epoch), so an uninterrupted run and a run resumed from last.pt draw the same numbers;
 on CPU the same config gives the same weights and metrics.
+Data parallel (skindx.training.distributed, under torchrun): `train.batch_size` is the global
+batch; each rank trains on its shard of every global batch, DDP averages the gradients, and the
+loss is normalised by the whole global batch's weight so the step equals the single-process one.
+Rank 0 alone validates, writes checkpoints, calls the callbacks (MLflow) and decides early
+stopping; it broadcasts its state after each epoch so every rank stops together.
 Speed: CUDA uses AMP (bf16 where supported, else fp16 with a gradient scaler) and
 channels_last; CPU uses channels_last and one thread per available core.
 """
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from skindx.data.processed import SplitArrays
@@ -35,6 +41,14 @@ from skindx.models.predict import predict_logits
 from skindx.runtime import configure_runtime, seed_everything, select_device
 from skindx.training.augment import AugmentConfig, BatchTransform
 from skindx.training.data import check_imbalance, make_loader
+from skindx.training.distributed import (
+    LAUNCH_KEYS,
+    SYNC_BATCHNORM,
+    DistContext,
+    convert_sync_batchnorm,
+    per_rank_batch,
+    use_sync_batchnorm,
+)
 
 __all__ = [
     "TrainConfig",
@@ -82,6 +96,13 @@ class TrainConfig:
     channels_last: bool = True
     max_steps_per_epoch: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # data parallel (skindx.training.distributed): ranks per machine, machines, rendezvous
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None
+    rdzv_id: str = "skindx"
+    dist_timeout_s: float = 600.0
+    sync_batchnorm: str = "auto"
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -92,6 +113,11 @@ class TrainConfig:
         check_imbalance(self.imbalance)
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("train.epochs must be >= 1 and train.batch_size >= 2")
+        if self.sync_batchnorm not in SYNC_BATCHNORM:
+            raise ValueError(
+                f"unknown train.sync_batchnorm {self.sync_batchnorm!r}; expected one of "
+                f"{SYNC_BATCHNORM}"
+            )
 
     @classmethod
     def from_params(cls, train: dict[str, Any], seed: int | None = None) -> TrainConfig:
@@ -115,7 +141,8 @@ class TrainConfig:
 
 
 # train keys that do not change the schedule or the optimisation: free to change on resume
-RESUME_IGNORED_KEYS = frozenset({"device", "num_workers", "channels_last", "seed"})
+# (the launch keys too: the global batch, hence the schedule, does not depend on the world size)
+RESUME_IGNORED_KEYS = frozenset({"device", "num_workers", "channels_last", "seed", *LAUNCH_KEYS})
 # keys that older checkpoints' train sections still carry (train.out_dir is paths.train_dir now)
 LEGACY_TRAIN_KEYS = frozenset({"out_dir"})
 
@@ -174,6 +201,8 @@ class Trainer:
     `out_dir` is the stage's `paths.train_dir`. `run_config` is stored as the checkpoints' `config`; it must hold the `model` section so
     the model can be rebuilt with skindx.models.build_model(**config["model"]).
     `callbacks` are called after each epoch's checkpoint with (history row, trainer).
+    `dist`: this process's rank in a torchrun job (skindx.training.distributed.init_distributed);
+    None for a single process. Under DDP only rank 0 writes files and calls the callbacks.
     """
 
     def __init__(
@@ -189,6 +218,7 @@ class Trainer:
         run_config: dict[str, Any] | None = None,
         callbacks: Sequence[EpochCallback] = (),
         progress: bool = True,
+        dist: DistContext | None = None,
     ) -> None:
         if len(val_data) == 0:
             raise ValueError(
@@ -201,13 +231,26 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.run_config = dict(run_config or {})
         self.callbacks = list(callbacks)
-        self.progress = progress
+        self.dist = dist or DistContext(device=select_device(config.device))
+        self.progress = progress and self.dist.is_main
+        world = self.dist.world_size
+        per_rank_batch(config.batch_size, world)  # the global batch must split evenly
 
-        self.device = select_device(config.device)
+        self.device = self.dist.device
         configure_runtime(self.device)
         self.channels_last = config.channels_last
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.sync_batchnorm = use_sync_batchnorm(config.sync_batchnorm, self.dist)
+        if self.sync_batchnorm:  # batch statistics over the global batch
+            model = convert_sync_batchnorm(model, self.device)
+        # `model` is the network itself (checkpoints, validation); `net` what trains (DDP)
         self.model = model.to(self.device, memory_format=memory_format)
+        self.net: nn.Module = self.model
+        if self.dist.distributed:
+            self.net = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
         self.transform = BatchTransform(contract, config.augment, channels_last=self.channels_last)
 
         self.sample_generator = torch.Generator()
@@ -221,6 +264,7 @@ class Trainer:
             generator=self.sample_generator,
             num_workers=config.num_workers,
             pin_memory=self.device.type == "cuda",
+            shard=(self.dist.rank, world),
         )
         self.steps_per_epoch = len(self.loader)
         if config.max_steps_per_epoch:
@@ -254,12 +298,45 @@ class Trainer:
     # -- one epoch --------------------------------------------------------------------------
     def _seed_epoch(self, epoch: int) -> None:
         base = self.config.seed * 1_000_003 + epoch
-        torch.manual_seed(base)  # dropout (and CUDA)
+        # the sampler alike on every rank (they split one global batch); dropout and
+        # augmentation differ per rank (rank 0 draws what a single process draws)
+        rank_offset = self.dist.rank << 40
+        torch.manual_seed(base + rank_offset)  # dropout (and CUDA)
         self.sample_generator.manual_seed(base + 1)
-        self.augment_generator.manual_seed(base + 2)
+        self.augment_generator.manual_seed((base + 2) + rank_offset)
+
+    def _loss(
+        self, logits: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss to backpropagate, this rank's share of the global batch's mean loss).
+
+        One process: the criterion's (weighted) mean. Under DDP each rank's summed loss is
+        divided by the weight of the whole global batch (one all-reduce of a scalar) and scaled
+        by the world size, so that DDP's gradient average is the gradient of the global
+        batch's mean loss, as for one process with the same batch, even with class weights.
+        """
+        if not self.dist.distributed:
+            loss = self.criterion(logits, labels)
+            return loss, loss
+        weight = self.criterion.weight
+        summed = F.cross_entropy(
+            logits,
+            labels,
+            weight=weight,
+            label_smoothing=self.config.label_smoothing,
+            reduction="sum",
+        )
+        if weight is None:
+            local = torch.tensor(float(labels.shape[0]), device=logits.device)
+        else:
+            local = weight[labels].sum().detach()
+        share = summed / self.dist.all_reduce_sum(local.clone())
+        return share * self.dist.world_size, share
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        self.model.train()
+        """One epoch; the returned loss and accuracy are over the global batches (all ranks)."""
+        self.net.train()
+        world = self.dist.world_size
         total_loss = torch.zeros((), device=self.device)
         total_correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
@@ -279,11 +356,13 @@ class Trainer:
             with torch.autocast(
                 device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp
             ):
-                logits = self.model(x)
-            loss = self.criterion(logits.float(), labels)
+                logits = self.net(x)
+            loss, share = self._loss(logits.float(), labels)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"training loss is {loss.item()} at epoch {epoch}, step {step}: lower train.lr"
+                    f"training loss is {loss.item()} at epoch {epoch}, step {step}"
+                    f"{f' on rank {self.dist.rank}' if self.dist.distributed else ''}:"
+                    " lower train.lr"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -291,22 +370,24 @@ class Trainer:
             self.scaler.update()
             self.scheduler.step()
 
-            n = labels.shape[0]
+            n = labels.shape[0] * world  # the global batch
             seen += n
-            total_loss += loss.detach() * n
+            total_loss += share.detach() * n
             total_correct += (logits.argmax(dim=1) == labels).sum()
             bar.update()
             if self.progress and (step % 10 == 0 or step + 1 == self.steps_per_epoch):
-                bar.set_postfix(
-                    loss=f"{total_loss.item() / seen:.4f}",
-                    acc=f"{total_correct.item() / seen:.3f}",
+                bar.set_postfix(  # rank 0's shard: an estimate of the global figures
+                    loss=f"{total_loss.item() * world / seen:.4f}",
+                    acc=f"{total_correct.item() * world / seen:.3f}",
                     lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
                     refresh=False,
                 )
         bar.close()
+        totals = self.dist.all_reduce_sum(torch.stack([total_loss, total_correct.to(total_loss)]))
+        total_loss, total_correct = totals[0], totals[1]
         return {
             "train_loss": total_loss.item() / seen,
-            "train_accuracy": total_correct.item() / seen,
+            "train_accuracy": round(total_correct.item()) / seen,
             "lr": float(self.scheduler.get_last_lr()[0]),
         }
 
@@ -402,7 +483,7 @@ class Trainer:
         if resume and last_path.exists():
             checkpoint = self._restore(last_path)
             state.update({k: checkpoint[k] for k in state if k in checkpoint})
-            if best_path.exists() and state["best_epoch"] > 0:
+            if self.dist.is_main and best_path.exists() and state["best_epoch"] > 0:
                 best_weights = load_checkpoint(best_path)["model_state"]
         elif resume:
             log.warning("no %s to resume from: starting from epoch 1", last_path)
@@ -413,7 +494,11 @@ class Trainer:
                 break
             tick = time.perf_counter()
             self._seed_epoch(epoch)
-            row: dict[str, float] = {"epoch": epoch, **self.train_epoch(epoch), **self.validate()}
+            trained = self.train_epoch(epoch)
+            if not self.dist.is_main:  # rank 0 validates, decides and writes; the rest follow
+                state = self.dist.broadcast_from_main(None)
+                continue
+            row: dict[str, float] = {"epoch": epoch, **trained, **self.validate()}
             row["seconds"] = time.perf_counter() - tick
             state["history"] = [*state["history"], row]
             state["epoch"] = epoch
@@ -435,6 +520,7 @@ class Trainer:
                 callback(row, self)
             if state["stopped_early"]:
                 log.info("early stopping: no %s improvement for %d epochs", MONITOR, patience)
+            state = self.dist.broadcast_from_main(state)  # every rank stops together
 
         if best_weights is not None:  # leave the model holding the selected epoch's weights
             self.model.load_state_dict(best_weights)

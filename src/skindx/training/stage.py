@@ -1,6 +1,9 @@
 """The train stage: preprocessed arrays (paths.processed_dir) -> {best,last}.pt and run.json in
 paths.train_dir and paths.history_csv, tracked in one MLflow run that evaluate (and package)
-continue."""
+continue.
+
+Under torchrun (skindx.training.distributed) every rank calls `run_train` with its DistContext;
+rank 0 alone opens the MLflow run and writes run.json, the checkpoints and the history."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from skindx.data.processed import load_class_weights, load_split, read_contract
 from skindx.inference.metrics import PRIMARY_METRIC, flatten
 from skindx.models.checkpoint import load_checkpoint, save_checkpoint
 from skindx.runtime import seed_everything
+from skindx.training.distributed import DistContext
 from skindx.training.loop import TrainConfig, Trainer, TrainResult, write_history
 
 log = logging.getLogger(__name__)
@@ -38,10 +42,11 @@ def run_train(
     resume: bool = False,
     paths: ProjectPaths | None = None,
     progress: bool = True,
+    dist: DistContext | None = None,
 ) -> TrainResult:
     """`params`: the model, train and mlflow sections plus seed, profile and paths (`paths`
     overrides the latter); `all_params` (default `params`) is what MLflow records as the run's
-    parameters."""
+    parameters. `dist`: this rank of a torchrun job (None: one process)."""
     paths = paths or ProjectPaths.from_params(params)
     processed_dir, out_dir = paths.processed_dir, paths.train_dir
     model_cfg = dict(params["model"])
@@ -70,22 +75,26 @@ def run_train(
 
     model = build_model(**model_cfg)
 
-    mlflow = tracking.configure(params.get("mlflow"))
+    main = dist is None or dist.is_main
+    # one MLflow run per job: the other ranks log nowhere
+    mlflow = tracking.configure(params.get("mlflow")) if main else tracking.NullTracker()
     run_file = tracking.run_file(out_dir)
-    previous = tracking.pipeline_run_id(run_file) if resume else None
+    previous = tracking.pipeline_run_id(run_file) if resume and main else None
     start = (
         {"run_id": previous}
         if previous
         else {"run_name": f"{profile or 'run'}-{model_cfg['arch']}"}
     )
     with mlflow.start_run(**start) as run:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        run_file.write_text(
-            json.dumps(
-                {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id}, indent=2
+        if main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            run_file.write_text(
+                json.dumps(
+                    {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id},
+                    indent=2,
+                )
             )
-        )
-        if not previous:
+        if not previous and main:
             log_params(mlflow, all_params or params)
         manifest = paths.raw_dir / MANIFEST_FILE
         mlflow.set_tags(tracking.lineage_tags("train", profile, manifest=manifest))
@@ -105,17 +114,28 @@ def run_train(
             run_config=run_config,
             callbacks=[log_epoch],
             progress=progress,
+            dist=dist,
         )
-        log.info(
-            "training %s on %s: %d train / %d val images at %d px, %d steps per epoch",
-            model_cfg["arch"],
-            trainer.device,
-            len(train_data),
-            len(val_data),
-            contract.input_size,
-            trainer.steps_per_epoch,
-        )
+        world = trainer.dist.world_size
+        if main:
+            log.info(
+                "training %s on %s: %d train / %d val images at %d px, %d steps per epoch of "
+                "%d images%s",
+                model_cfg["arch"],
+                trainer.device,
+                len(train_data),
+                len(val_data),
+                contract.input_size,
+                trainer.steps_per_epoch,
+                config.batch_size,
+                f" ({world} ranks x {config.batch_size // world}, {trainer.dist.backend}"
+                f"{', SyncBatchNorm' if trainer.sync_batchnorm else ''})"
+                if world > 1
+                else "",
+            )
         result = trainer.fit(resume=resume)
+        if not main:
+            return result
         write_history(paths.history_csv, result.history)
         mlflow.log_metrics(
             {
