@@ -1,6 +1,7 @@
-"""The evaluate stage: the best checkpoint on the test split -> paths.metrics,
-paths.temperature, paths.plots_dir (CSV for DVC, PNG for people), all logged into the
-pipeline's MLflow run (run.json in paths.train_dir)."""
+"""The evaluate stage: the best checkpoint on the test split -> paths.metrics (with
+lesion-grouped bootstrap intervals), paths.temperature, paths.plots_dir (CSV for DVC, PNG for
+people, and predictions.csv: every test image's probabilities for promote's paired test), all
+logged into the pipeline's MLflow run (run.json in paths.train_dir)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from typing import Any
 from skindx import tracking
 from skindx.config import ProjectPaths
 from skindx.data.processed import load_split
+from skindx.evaluation.bootstrap import CI_HIGH, CI_LOW, INTERVAL_METRICS, bootstrap_intervals
 from skindx.evaluation.calibration import calibrate
 from skindx.evaluation.metrics import classification_report, softmax
 from skindx.evaluation.plots import save_figures, write_plot_data
+from skindx.evaluation.predictions import PREDICTIONS_FILE, read_split_table, write_predictions
 from skindx.inference.metrics import HEADLINE_METRICS, PER_CLASS_SCORES, QUALITY_METRICS
 from skindx.inference.preprocessing import PreprocessingContract
 from skindx.models.checkpoint import BEST, load_model_from_checkpoint
@@ -36,10 +39,64 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def evaluate_checkpoint(
-    checkpoint_path: Path, processed_dir: Path, *, batch_size: int = 64, ece_bins: int = 15
+BOOTSTRAP_DEFAULTS = {"n_resamples": 1000, "confidence": 0.95, "seed": 0}
+
+
+def add_intervals(
+    metrics: dict[str, Any],
+    labels,
+    predicted,
+    classes: list[str],
+    lesion_ids: list[str],
+    settings: dict[str, Any],
 ) -> dict[str, Any]:
-    """Everything evaluate computes, as arrays and dicts (no files written)."""
+    """`<metric>_ci_low/_ci_high` beside balanced accuracy, macro-F1 and melanoma sensitivity,
+    `recall_ci_low/_ci_high` in each per_class entry, and a `bootstrap` section saying how:
+    lesions resampled with replacement (skindx.evaluation.bootstrap)."""
+    settings = {**BOOTSTRAP_DEFAULTS, **(settings or {})}
+    intervals = bootstrap_intervals(
+        labels,
+        predicted,
+        classes,
+        groups=lesion_ids,
+        n_resamples=int(settings["n_resamples"]),
+        confidence=float(settings["confidence"]),
+        seed=int(settings["seed"]),
+    )
+    out = dict(metrics)
+    for name in INTERVAL_METRICS:
+        out[f"{name}{CI_LOW}"], out[f"{name}{CI_HIGH}"] = (
+            intervals[name].low,
+            intervals[name].high,
+        )
+    out["per_class"] = {
+        code: {
+            **scores,
+            f"recall{CI_LOW}": intervals[f"recall.{code}"].low,
+            f"recall{CI_HIGH}": intervals[f"recall.{code}"].high,
+        }
+        for code, scores in metrics["per_class"].items()
+    }
+    out["bootstrap"] = {
+        "method": "percentile, lesions resampled with replacement",
+        "confidence": float(settings["confidence"]),
+        "n_resamples": int(settings["n_resamples"]),
+        "seed": int(settings["seed"]),
+        "n_lesions": len(set(lesion_ids)),
+    }
+    return out
+
+
+def evaluate_checkpoint(
+    checkpoint_path: Path,
+    processed_dir: Path,
+    *,
+    batch_size: int = 64,
+    ece_bins: int = 15,
+    bootstrap: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything evaluate computes, as arrays and dicts (no files written). `bootstrap`:
+    evaluate.bootstrap (n_resamples, confidence, seed)."""
     model, checkpoint = load_model_from_checkpoint(checkpoint_path)
     config = checkpoint["config"]
     contract = PreprocessingContract.from_dict(config["contract"])
@@ -64,6 +121,16 @@ def evaluate_checkpoint(
         "best_epoch": int(checkpoint.get("best_epoch", checkpoint.get("epoch", 0))),
         "per_class": report["per_class"],
     }
+    table = read_split_table(processed_dir, "test")
+    if [int(row["label"]) for row in table] != test.labels.tolist():
+        raise ValueError(
+            f"{processed_dir}/splits/test.csv does not list the test arrays' images in order; "
+            "rerun the preprocess stage (dvc repro preprocess)"
+        )
+    lesion_ids = [row["lesion_id"] for row in table]
+    metrics = add_intervals(
+        metrics, test.labels, probs.argmax(axis=1), classes, lesion_ids, bootstrap or {}
+    )
     return {
         "metrics": metrics,
         "calibration": calibration,
@@ -72,6 +139,8 @@ def evaluate_checkpoint(
         "probs": probs,
         "calibrated_probs": calibrated,
         "confusion_matrix": report["confusion_matrix"],
+        "image_ids": [row["image_id"] for row in table],
+        "lesion_ids": lesion_ids,
     }
 
 
@@ -85,6 +154,7 @@ def run_evaluate(params: dict[str, Any], *, paths: ProjectPaths | None = None) -
         paths.processed_dir,
         batch_size=int(cfg.get("batch_size", 64)),
         ece_bins=bins,
+        bootstrap=cfg.get("bootstrap"),
     )
     metrics, cal = _clean(result["metrics"]), result["calibration"]
 
@@ -116,6 +186,14 @@ def run_evaluate(params: dict[str, Any], *, paths: ProjectPaths | None = None) -
         result["classes"],
         bins,
     )
+    predictions_path = write_predictions(
+        plots_dir / PREDICTIONS_FILE,
+        image_ids=result["image_ids"],
+        lesion_ids=result["lesion_ids"],
+        labels=result["labels"],
+        probs=result["calibrated_probs"],
+        classes=result["classes"],
+    )
     figures = save_figures(
         plots_dir / "images",
         result["labels"],
@@ -128,16 +206,22 @@ def run_evaluate(params: dict[str, Any], *, paths: ProjectPaths | None = None) -
         n_bins=bins,
     )
     run_file = tracking.run_file(paths.train_dir)
-    _log_to_mlflow(params, metrics, [metrics_path, temperature_path], figures, run_file)
+    _log_to_mlflow(
+        params, metrics, [metrics_path, temperature_path, predictions_path], figures, run_file
+    )
     return metrics
 
 
 def _log_to_mlflow(params, metrics, files, figures, run_file: Path) -> None:
     mlflow = tracking.configure(params.get("mlflow"))
     run_id = tracking.pipeline_run_id(run_file)
-    flat = {f"test_{k}": float(metrics[k]) for k in HEADLINE_METRICS if metrics.get(k) is not None}
+    headline = (
+        *HEADLINE_METRICS,
+        *(f"{name}{suffix}" for name in INTERVAL_METRICS for suffix in (CI_LOW, CI_HIGH)),
+    )
+    flat = {f"test_{k}": float(metrics[k]) for k in headline if metrics.get(k) is not None}
     for code, scores in metrics["per_class"].items():
-        for name in PER_CLASS_SCORES:
+        for name in (*PER_CLASS_SCORES, f"recall{CI_LOW}", f"recall{CI_HIGH}"):
             if scores.get(name) is not None:
                 flat[f"test_{name}_{code}"] = float(scores[name])
     start: dict[str, Any] = {"run_id": run_id} if run_id else {"run_name": "evaluate"}
