@@ -82,8 +82,13 @@ def build_package(
     opset: int = MIN_OPSET,
     parity_tolerance: float = DEFAULT_TOLERANCE,
     name: str | None = None,
+    extra_files: list[str | Path] | None = None,
 ) -> Path:
     """Export `model` (a build_model ResNet) into `out_dir`; returns `out_dir`.
+
+    `extra_files` are copied into the package beside the model (e.g. evaluate's
+    predictions.csv, so a champion's test predictions travel with it) and sealed by the card's
+    sha256 list like every other file.
 
     Raises ParityError (and leaves `out_dir` as it was) if the ONNX model's probabilities on
     `parity_images` differ from torch's by more than `parity_tolerance`.
@@ -111,6 +116,8 @@ def build_package(
             export["parity"] = report.to_dict()
         save_weights(model, staged / WEIGHTS_FILE, architecture)
         np.save(staged / CAM_HEAD_FILE, cam_head(model), allow_pickle=False)
+        for extra in extra_files or ():
+            shutil.copyfile(extra, staged / Path(extra).name)
         card = build_card(
             name=name or f"skindx-{architecture['arch']}",
             version=version or default_version(),

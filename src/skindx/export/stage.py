@@ -16,6 +16,7 @@ from skindx import tracking
 from skindx.config import ProjectPaths, load_params
 from skindx.data.ingest import MANIFEST_FILE
 from skindx.data.processed import split_images_path
+from skindx.evaluation.predictions import PREDICTIONS_FILE
 from skindx.export.package import build_package
 from skindx.inference.classes import CLASS_CODES
 from skindx.inference.hashing import sha256_file
@@ -36,6 +37,14 @@ def parity_sample(path: Path, count: int) -> np.ndarray:
     images = np.load(path, mmap_mode="r")
     picks = np.unique(np.linspace(0, len(images) - 1, num=min(count, len(images))).astype(int))
     return np.ascontiguousarray(images[picks])
+
+
+def predictions_file(paths: ProjectPaths) -> Path:
+    """evaluate's per-image test predictions, packaged for promote's paired test."""
+    path = paths.plots_dir / PREDICTIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the evaluate stage first (dvc repro)")
+    return path
 
 
 def checkpoint_contract(checkpoint: dict[str, Any], path: Path) -> PreprocessingContract:
@@ -96,6 +105,7 @@ def run_package(
         opset=int(cfg["opset"]),
         parity_tolerance=float(cfg["parity_tolerance"]),
         name=cfg["registered_model"],
+        extra_files=[predictions_file(paths)],
     )
     return PackageResult(
         out_dir=out_dir,
