@@ -20,7 +20,9 @@ from serving.body_limit import BodyLimitMiddleware
 from serving.engine import InferenceEngine, ModelRejectedError
 from serving.errors import install_error_handlers, reject_body_too_large
 from serving.metrics import MetricsMiddleware, ServingMetrics
-from serving.routers import admin, explain, predict, service
+from serving.predlog.writer import LogCounters, PredictionLog
+from serving.request_id import RequestIdMiddleware
+from serving.routers import admin, explain, feedback, predict, service
 from serving.routers import metrics as metrics_routes
 from serving.routers.docs import DOCS_URL, REDOC_URL, install_docs
 from serving.settings import Settings
@@ -60,6 +62,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
     engine: InferenceEngine = app.state.engine
     await engine.start()
+    log: PredictionLog | None = app.state.prediction_log
+    if log is not None:
+        log.start()  # its thread opens and migrates the database: a slow one delays nothing
     # load in the background: /health answers at once, /ready turns 200 once warmed up
     loading = asyncio.create_task(_load_initial_model(engine), name="load-model")
     try:
@@ -70,6 +75,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await loading
         await engine.close()
+        if log is not None:
+            await anyio.to_thread.run_sync(log.close)  # write what is queued, then stop
         app.state.metrics.close()
 
 
@@ -81,6 +88,27 @@ def body_limits(settings: Settings) -> Callable[[str], int]:
         "/predict/batch": settings.max_batch_request_bytes,
     }
     return lambda path: limits.get(path, 64 * 1024)
+
+
+def prediction_log(settings: Settings, metrics: ServingMetrics) -> PredictionLog | None:
+    """The prediction log's writer (not started), or None with SKINDX_PREDICTION_LOG off."""
+    if not settings.prediction_log:
+        return None
+    counters = LogCounters(
+        written=metrics.log_written,
+        dropped=metrics.log_dropped,
+        failed=metrics.log_failed,
+        write_errors=metrics.log_write_errors,
+        depth=metrics.log_queue_depth.set,
+    )
+    return PredictionLog(
+        settings.prediction_db_url,
+        counters,
+        queue_size=settings.prediction_log_queue,
+        batch_size=settings.prediction_log_batch,
+        uploads_dir=settings.uploads_path if settings.store_uploads else None,
+        retention_days=settings.upload_retention_days,
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -102,15 +130,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.engine = InferenceEngine(settings, metrics)
+    app.state.prediction_log = prediction_log(settings, metrics)
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware, limit_for_path=body_limits(settings), reject=reject_body_too_large
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every response
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # sees every response
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response carries X-Request-ID
     for router in (service.router, predict.router, explain.router, metrics_routes.router):
         app.include_router(router)
-    # without a token the admin API is absent (404), from the schema too
+    # without a token the admin API is absent (404), from the schema too; so is /feedback
     app.include_router(admin.router, include_in_schema=settings.admin_token_value is not None)
+    app.include_router(feedback.router, include_in_schema=settings.reviewer_token_value is not None)
     install_docs(app)
 
     @app.get("/", include_in_schema=False)

@@ -95,6 +95,40 @@ class ServingMetrics:
             registry=r,
         )
 
+        # the prediction log: every answered image ends in exactly one of written, dropped, failed
+        self.log_written = Counter(
+            "skindx_prediction_log_written_total",
+            "Prediction records written to the prediction log database",
+            registry=r,
+        )
+        self.log_dropped = Counter(
+            "skindx_prediction_log_dropped_total",
+            "Prediction records dropped because the log's queue was full (never blocked on)",
+            registry=r,
+        )
+        self.log_failed = Counter(
+            "skindx_prediction_log_failed_total",
+            "Prediction records lost because their database write failed",
+            registry=r,
+        )
+        self.log_write_errors = Counter(
+            "skindx_prediction_log_write_errors_total",
+            "Failed prediction-log database transactions (each loses its records)",
+            registry=r,
+        )
+        self.log_queue_depth = Gauge(
+            "skindx_prediction_log_queue_depth",
+            "Prediction records waiting to be written",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.feedback = Counter(
+            "skindx_feedback_total",
+            "Confirmed diagnoses recorded by POST /feedback, by whether they agree",
+            ["agrees"],
+            registry=r,
+        )
+
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.batch_latency.observe(seconds)

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from serving.engine import InferenceResult
+from serving.recording import NOT_LOGGED, Logged
 from serving.schemas import ClassProbability, ModelCard, Prediction
 from skindx.inference.cam import overlay
 from skindx.inference.classes import CLASS_INFO
@@ -18,7 +19,12 @@ from skindx.inference.model import PackagedModel
 from skindx.inference.preprocessing import resize_to_contract
 
 
-def build_prediction(result: InferenceResult, processing_time_ms: float) -> Prediction:
+def build_prediction(
+    result: InferenceResult,
+    processing_time_ms: float,
+    request_id: str | None = None,
+    logged: Logged = NOT_LOGGED,
+) -> Prediction:
     model = result.model
     probabilities = result.probabilities
     best = int(np.argmax(probabilities))
@@ -35,6 +41,9 @@ def build_prediction(result: InferenceResult, processing_time_ms: float) -> Pred
         ],
         model_version=model.version,
         processing_time_ms=processing_time_ms,
+        request_id=request_id,
+        logged=logged.logged,
+        image_stored=logged.image_stored,
     )
 
 

@@ -37,6 +37,19 @@ class Prediction(BaseModel):
     probabilities: list[ClassProbability] = Field(description="Every class, in label order.")
     model_version: str
     processing_time_ms: float = Field(ge=0.0)
+    request_id: str | None = Field(
+        None,
+        description="This prediction's id in the prediction log, for POST /feedback: the "
+        "request's X-Request-ID, or `<X-Request-ID>-<index>` for a file of a batch.",
+    )
+    logged: bool = Field(
+        False, description="Whether it was queued for the prediction log (SKINDX_PREDICTION_LOG)."
+    )
+    image_stored: bool = Field(
+        False,
+        description="Whether the server keeps a copy of the image (SKINDX_STORE_UPLOADS; off "
+        "by default, then only its hash and statistics are logged).",
+    )
 
 
 class Explanation(Prediction):
@@ -60,6 +73,32 @@ class BatchPrediction(BaseModel):
     results: list[BatchItem]
     model_version: str
     processing_time_ms: float = Field(ge=0.0)
+    request_id: str | None = Field(None, description="The request's X-Request-ID.")
+
+
+class FeedbackIn(BaseModel):
+    """A reviewer's confirmed diagnosis of one logged prediction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(
+        min_length=1, max_length=80, description="`request_id` of the prediction's response."
+    )
+    label: ClassCode = Field(description="The confirmed diagnosis (a HAM10000 class code).")
+    reviewer: str | None = Field(None, max_length=128, description="Who confirmed it.")
+    note: str | None = Field(None, max_length=2000)
+
+
+class FeedbackOut(BaseModel):
+    status: Literal["recorded"] = "recorded"
+    request_id: str
+    label: ClassCode
+    predicted_class: ClassCode
+    agrees: bool = Field(description="Whether the model had predicted the confirmed label.")
+    model_version: str
+    image_stored: bool = Field(
+        description="Whether the image is kept, so that this case can join the next training."
+    )
 
 
 class Health(BaseModel):

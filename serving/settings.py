@@ -25,6 +25,9 @@ from pydantic_settings import (
 from skindx.inference.resources import cpu_threads
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
+# local runtime state of a checkout (`make serve` uses the same SKINDX_RUN_DIR): the prediction
+# log's SQLite file and stored uploads live here unless their own settings say otherwise
+DEFAULT_RUN_DIR = Path(__file__).resolve().parents[1] / ".run"
 # the deploy defaults of a checkout (absent in the API image: there the environment decides)
 ENV_FILE = Path(__file__).resolve().parents[1] / ".env"
 ENV_PREFIX = "SKINDX_"
@@ -89,6 +92,18 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     explain_size: int = Field(448, ge=1, description="side of the Grad-CAM overlay PNG")
     log_level: LogLevel = "info"
+    # the prediction log (serving/predlog): one row per answered image, and reviewers' feedback
+    run_dir: Path = DEFAULT_RUN_DIR
+    prediction_log: bool = Field(True, description="record every answered image")
+    prediction_db: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<run_dir>/predictions.db"
+    )
+    prediction_log_queue: int = Field(1000, ge=1, description="records waiting; beyond: dropped")
+    prediction_log_batch: int = Field(100, ge=1, description="records per database transaction")
+    store_uploads: bool = Field(False, description="keep a copy of each answered image")
+    uploads_dir: Path | None = Field(None, description="default <run_dir>/uploads")
+    upload_retention_days: int = Field(30, ge=1, description="stored images older are deleted")
+    reviewer_token: SecretStr | None = Field(None, description="enables POST /feedback")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -126,6 +141,20 @@ class Settings(BaseSettings):
     def admin_token_value(self) -> str | None:
         """The admin token, or None when the admin API is disabled (unset or blank)."""
         return self.admin_token.get_secret_value() if self.admin_token else None
+
+    @property
+    def reviewer_token_value(self) -> str | None:
+        """The reviewer token, or None when POST /feedback is disabled (unset or blank)."""
+        return self.reviewer_token.get_secret_value() if self.reviewer_token else None
+
+    @property
+    def prediction_db_url(self) -> str:
+        """SKINDX_PREDICTION_DB, else a SQLite file in the run directory."""
+        return self.prediction_db or f"sqlite:///{(self.run_dir / 'predictions.db').resolve()}"
+
+    @property
+    def uploads_path(self) -> Path:
+        return self.uploads_dir or self.run_dir / "uploads"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -6,7 +6,9 @@ limit, sniffed and decoded in a bounded thread pool, then queued for batched inf
 
 from __future__ import annotations
 
+import hashlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -17,6 +19,7 @@ from serving.engine import InferenceEngine, InferenceItem, InferenceResult, Mode
 from serving.errors import ApiError
 from serving.schemas import BatchItem, ErrorBody
 from serving.settings import MB, Settings
+from skindx.inference.image_stats import image_stats
 from skindx.inference.images import ImageDecodeError, decode_image
 
 _ERROR_TEXT = {
@@ -31,9 +34,13 @@ _ERROR_TEXT = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these error statuses, all with the JSON error body."""
-    return {s: {"model": ErrorBody, "description": _ERROR_TEXT[s]} for s in statuses}
+def error_responses(
+    *statuses: int, texts: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the JSON error body (`texts`
+    replaces the default description of a status)."""
+    texts = {**_ERROR_TEXT, **(texts or {})}
+    return {s: {"model": ErrorBody, "description": texts[s]} for s in statuses}
 
 
 UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 503)
@@ -56,16 +63,49 @@ async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
     return data
 
 
+@dataclass(frozen=True)
+class UploadFacts:
+    """What the prediction log keeps of an upload (None of it when the log is off)."""
+
+    image_format: str  # JPEG | PNG | WEBP, from the bytes
+    width: int  # as stored, before EXIF orientation
+    height: int
+    nbytes: int
+    sha256: str
+    stats: dict[str, float]  # skindx.inference.image_stats of the model's input pixels
+    data: bytes | None  # the upload itself, only with SKINDX_STORE_UPLOADS
+
+
+@dataclass(frozen=True)
+class DecodedUpload:
+    item: InferenceItem
+    facts: UploadFacts | None
+
+
 async def decode(
     data: bytes, settings: Settings, engine: InferenceEngine, limiter: anyio.CapacityLimiter
-) -> InferenceItem:
-    """Sniff, decode and resize off the event loop, a bounded number at a time."""
+) -> DecodedUpload:
+    """Sniff, decode and resize off the event loop, a bounded number at a time; with the
+    prediction log on, the hash and drift statistics are taken in the same thread."""
 
-    def work() -> InferenceItem:
+    def work() -> DecodedUpload:
         decoded = decode_image(
             data, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side
         )
-        return engine.prepare(decoded.image)
+        item = engine.prepare(decoded.image)
+        if not settings.prediction_log:
+            return DecodedUpload(item, None)
+        width, height = decoded.source_size
+        facts = UploadFacts(
+            image_format=decoded.source_format,
+            width=width,
+            height=height,
+            nbytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            stats=image_stats(item.pixels),
+            data=data if settings.store_uploads else None,
+        )
+        return DecodedUpload(item, facts)
 
     return await anyio.to_thread.run_sync(work, limiter=limiter)
 

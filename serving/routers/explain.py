@@ -8,7 +8,15 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Query
 
-from serving.deps import DecodeLimiterDep, EngineDep, ModelDep, SettingsDep
+from serving.deps import (
+    DecodeLimiterDep,
+    EngineDep,
+    ModelDep,
+    PredictionLogDep,
+    RequestIdDep,
+    SettingsDep,
+)
+from serving.recording import record_prediction
 from serving.responses import build_prediction, explanation_png
 from serving.routers.predict import ImageFile
 from serving.schemas import ClassCode, Explanation
@@ -28,6 +36,8 @@ async def explain(
     settings: SettingsDep,
     engine: EngineDep,
     limiter: DecodeLimiterDep,
+    log: PredictionLogDep,
+    request_id: RequestIdDep,
     _model: ModelDep,
     target: Annotated[
         ClassCode | None,
@@ -35,16 +45,31 @@ async def explain(
     ] = None,
 ) -> Explanation:
     started = time.perf_counter()
-    item = await decode(await read_upload(file, settings), settings, engine, limiter)
-    (result,) = await infer([item], settings, engine)
-    prediction = build_prediction(result, 0.0)
-    explained = target or prediction.predicted_class
+    upload = await decode(await read_upload(file, settings), settings, engine, limiter)
+    (result,) = await infer([upload.item], settings, engine)
+    explained = target or build_prediction(result, 0.0).predicted_class
     png = await anyio.to_thread.run_sync(
-        explanation_png, item.image, result, explained, settings.explain_size, limiter=limiter
+        explanation_png,
+        upload.item.image,
+        result,
+        explained,
+        settings.explain_size,
+        limiter=limiter,
     )
+    latency = elapsed_ms(started)
+    logged = record_prediction(
+        log,
+        request_id=request_id,
+        http_request_id=request_id,
+        endpoint="explain",
+        batch_index=None,
+        result=result,
+        facts=upload.facts,
+        latency_ms=latency,
+    )
+    prediction = build_prediction(result, latency, request_id, logged)
     return Explanation(
-        **prediction.model_dump(exclude={"processing_time_ms"}),
-        processing_time_ms=elapsed_ms(started),
+        **prediction.model_dump(),
         explained_class=explained,
         heatmap_png_base64=png,
     )

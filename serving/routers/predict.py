@@ -8,8 +8,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, UploadFile
 
-from serving.deps import DecodeLimiterDep, EngineDep, MetricsDep, ModelDep, SettingsDep
+from serving.deps import (
+    DecodeLimiterDep,
+    EngineDep,
+    MetricsDep,
+    ModelDep,
+    PredictionLogDep,
+    RequestIdDep,
+    SettingsDep,
+)
 from serving.errors import ApiError
+from serving.recording import record_prediction
 from serving.responses import build_prediction
 from serving.schemas import BatchItem, BatchPrediction, Prediction
 from serving.uploads import UPLOAD_ERRORS, decode, elapsed_ms, infer, read_upload, refusal
@@ -29,12 +38,25 @@ async def predict(
     settings: SettingsDep,
     engine: EngineDep,
     limiter: DecodeLimiterDep,
+    log: PredictionLogDep,
+    request_id: RequestIdDep,
     _model: ModelDep,  # 503 before reading the upload when no model is served
 ) -> Prediction:
     started = time.perf_counter()
-    item = await decode(await read_upload(file, settings), settings, engine, limiter)
-    (result,) = await infer([item], settings, engine)
-    return build_prediction(result, elapsed_ms(started))
+    upload = await decode(await read_upload(file, settings), settings, engine, limiter)
+    (result,) = await infer([upload.item], settings, engine)
+    latency = elapsed_ms(started)
+    logged = record_prediction(
+        log,
+        request_id=request_id,
+        http_request_id=request_id,
+        endpoint="predict",
+        batch_index=None,
+        result=result,
+        facts=upload.facts,
+        latency_ms=latency,
+    )
+    return build_prediction(result, latency, request_id, logged)
 
 
 def _nothing_to_classify(refusals: list[BatchItem]) -> ApiError:
@@ -64,6 +86,8 @@ async def predict_batch(
     engine: EngineDep,
     metrics: MetricsDep,
     limiter: DecodeLimiterDep,
+    log: PredictionLogDep,
+    request_id: RequestIdDep,
     _model: ModelDep,
 ) -> BatchPrediction:
     started = time.perf_counter()
@@ -86,18 +110,30 @@ async def predict_batch(
     if len(refusals) == len(files):
         raise _nothing_to_classify(refusals)
     accepted = [o for o in outcomes if not isinstance(o, BatchItem)]
-    inferred = iter(await infer(accepted, settings, engine))
-    results = [
-        outcome
-        if isinstance(outcome, BatchItem)
-        else BatchItem(
-            filename=upload.filename,
-            status_code=200,
-            prediction=build_prediction(next(inferred), elapsed_ms(started)),
+    inferred = iter(await infer([a.item for a in accepted], settings, engine))
+    results = []
+    for index, (upload, outcome) in enumerate(zip(files, outcomes, strict=True)):
+        if isinstance(outcome, BatchItem):
+            results.append(outcome)
+            continue
+        result, latency = next(inferred), elapsed_ms(started)
+        item_id = f"{request_id}-{index}"
+        logged = record_prediction(
+            log,
+            request_id=item_id,
+            http_request_id=request_id,
+            endpoint="batch",
+            batch_index=index,
+            result=result,
+            facts=outcome.facts,
+            latency_ms=latency,
         )
-        for upload, outcome in zip(files, outcomes, strict=True)
-    ]
+        prediction = build_prediction(result, latency, item_id, logged)
+        results.append(BatchItem(filename=upload.filename, status_code=200, prediction=prediction))
     version = next(r.prediction.model_version for r in results if r.prediction)
     return BatchPrediction(
-        results=results, model_version=version, processing_time_ms=elapsed_ms(started)
+        results=results,
+        model_version=version,
+        processing_time_ms=elapsed_ms(started),
+        request_id=request_id,
     )

@@ -8,6 +8,7 @@ import contextlib
 import json
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -57,13 +58,16 @@ def in_process_api(wait_ready: bool = True, **settings: object) -> Iterator[InPr
     from serving.app import create_app
     from serving.settings import Settings
 
-    environ = {f"SKINDX_{k.upper()}": str(v) for k, v in settings.items()}
-    app = create_app(Settings.from_env(environ))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        api = InProcessApi(client, app)
-        if wait_ready:
-            api.wait_ready()
-        yield api
+    with tempfile.TemporaryDirectory(prefix="skindx-run-") as run_dir:
+        # the prediction log's database (and stored uploads) away from the checkout's .run
+        settings = {"run_dir": run_dir, **settings}
+        environ = {f"SKINDX_{k.upper()}": str(v) for k, v in settings.items()}
+        app = create_app(Settings.from_env(environ))
+        with TestClient(app, raise_server_exceptions=False) as client:
+            api = InProcessApi(client, app)
+            if wait_ready:
+                api.wait_ready()
+            yield api
 
 
 @contextlib.contextmanager
@@ -73,6 +77,7 @@ def run_server(
     """`uvicorn serving.app:app` (or `python -m serving` with `as_module`, which reads host,
     port and workers from the environment) in a subprocess with SKINDX_<NAME> settings."""
     port = free_port()
+    settings = {"run_dir": tmp_path / f"run-{port}", **settings}  # the prediction log's home
     env = {f"SKINDX_{k.upper()}": str(v) for k, v in settings.items()}
     env.update(SKINDX_HOST="127.0.0.1", SKINDX_PORT=str(port))
     uvicorn_cli = ["-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1", "--port", str(port)]
