@@ -222,6 +222,14 @@ def test_three_replicas_share_the_predictions(compose_stack, three_replicas, ful
     assert all(n > 0 for n in served.values()), f"a replica got no request: {served}"
 
 
+def test_nginx_keeps_photo_uploads_in_memory(compose_stack, three_replicas):
+    """client_body_buffer_size holds a full-resolution photo: no temporary file per upload."""
+    logs = subprocess.run(
+        ["docker", "logs", compose_stack.containers("nginx")[0]], capture_output=True, text=True
+    )
+    assert "buffered to a temporary file" not in logs.stdout + logs.stderr
+
+
 def test_killing_a_replica_during_traffic_loses_no_request(
     compose_stack, three_replicas, fullres_images
 ):
