@@ -1,6 +1,7 @@
 """promote stage: make the candidate the `champion` (alias + serving/model/) if it beats the
-current one by promote.min_delta (or promote.force); log every decision. A rejection is a
-normal outcome: the stage succeeds and says why."""
+current one significantly (a paired bootstrap on the same test images, promote.confidence) and
+by promote.min_delta, or with promote.force; log every decision with the difference, its
+interval and the reason. A rejection is a normal outcome: the stage succeeds and says why."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ def main() -> None:
         serving_dir=cfg["serving_dir"],
         log_path=cfg["log"],
         mlflow_params=params["mlflow"],
+        confidence=float(cfg.get("confidence", 0.95)),
+        n_resamples=int(cfg.get("n_resamples", 2000)),
+        seed=int(cfg.get("seed", 0)),
     )
     print(
         f"promote: {record['decision'].upper()} {record['model']} v{record['candidate']['version']}"

@@ -32,8 +32,10 @@ def decision_record(
     serving_dir: str | Path,
     serving_version: str | None,
     registry: str | None,
+    comparison: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The log line for one decision (also what `promote` returns)."""
+    """The log line for one decision (also what `promote` returns). `comparison`: the paired
+    test (`delta`, `ci_low`, `ci_high`, `confidence`, `p_value`, ...) or why there was none."""
     return {
         "time": now_iso(),
         "model": model,
@@ -54,6 +56,7 @@ def decision_record(
         "champion": None
         if champion is None
         else {"version": champion.version, "run_id": champion.run_id, metric: champion.value},
+        "comparison": comparison,
         "serving_dir": str(serving_dir),
         "serving_version": serving_version,
         "registry": registry,

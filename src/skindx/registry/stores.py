@@ -10,16 +10,21 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from skindx import tracking
-from skindx.inference.model import CARD_DIGEST_KEY, ONNX_FILE
+from skindx.evaluation.predictions import PREDICTIONS_FILE, Predictions, read_predictions
+from skindx.inference.hashing import sha256_file
+from skindx.inference.model import CARD_DIGEST_KEY, CARD_FILE, ONNX_FILE, card_digest
 from skindx.registry.errors import RegistryError
-from skindx.registry.install import installed_card
+from skindx.registry.install import installed_card, serving_version
 from skindx.registry.registration import (
     METRIC_TAG_PREFIX,
+    PACKAGE_ARTIFACTS_TAG,
     mlflow_client,
     restore_version,
 )
@@ -53,6 +58,23 @@ class ChampionStore(Protocol):
 
     def record(self, version: str, record: dict[str, Any]) -> None:
         """Attach the decision to the candidate `version`."""
+
+    def champion_predictions(self, version: str, serving_dir: str | Path) -> Predictions | str:
+        """The champion's test predictions (verified against its card), or why there are none."""
+
+
+def packaged_predictions(package_dir: Path, card: dict[str, Any], who: str) -> Predictions | str:
+    """predictions.csv of a package whose card is `card`, checked against the card's sha256."""
+    path = Path(package_dir) / PREDICTIONS_FILE
+    expected = (card.get("files") or {}).get(PREDICTIONS_FILE)
+    if expected is None or not path.is_file():
+        return f"{who} carries no {PREDICTIONS_FILE} (packaged before predictions were kept)"
+    if sha256_file(path) != expected:
+        return f"{who}'s {PREDICTIONS_FILE} does not match its card's sha256"
+    try:
+        return read_predictions(path)
+    except ValueError as exc:
+        return f"{who}'s predictions are unreadable ({exc})"
 
 
 # --- MLflow registry -------------------------------------------------------------------------
@@ -146,13 +168,51 @@ class MlflowChampionStore:
 
     def record(self, version: str, record: dict[str, Any]) -> None:
         champion = record["champion"]
-        for key, value in (
+        comparison = record.get("comparison") or {}
+        tags = [
             ("promotion.decision", record["decision"]),
             ("promotion.reason", record["reason"][:4000]),
             ("promotion.time", record["time"]),
             ("promotion.champion_version", champion["version"] if champion else "none"),
-        ):
+        ]
+        if comparison:
+            tags.append(("promotion.rule", str(comparison.get("rule"))))
+        for key in ("delta", "ci_low", "ci_high", "confidence", "p_value"):
+            if comparison.get(key) is not None:
+                tags.append((f"promotion.{key}", f"{comparison[key]:.6g}"))
+        for key, value in tags:
             self.client.set_model_version_tag(self.registered_model, version, key, value)
+
+    def champion_predictions(self, version: str, serving_dir: str | Path) -> Predictions | str:
+        """From serving/model when it holds this version (verified), else the two files
+        (card + predictions) from the version's stored package, the card checked against
+        the card_sha256 it was registered with."""
+        who = f"champion v{version}"
+        if serving_version(serving_dir) == version:
+            return packaged_predictions(Path(serving_dir), installed_card(serving_dir), who)
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        mv = self.client.get_model_version(self.registered_model, version)
+        root = mv.tags.get(PACKAGE_ARTIFACTS_TAG)
+        if not root or not mv.run_id:
+            return f"{who} has no stored package in the registry"
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                for name in (CARD_FILE, PREDICTIONS_FILE):
+                    mlflow.artifacts.download_artifacts(
+                        run_id=mv.run_id,
+                        artifact_path=f"{root}/{name}",
+                        dst_path=tmp,
+                        tracking_uri=self.uri,
+                    )
+            except (MlflowException, OSError) as exc:
+                return f"{who}'s predictions could not be read from the registry ({exc})"
+            card = json.loads((Path(tmp) / CARD_FILE).read_text())
+            sealed = mv.tags.get("card_sha256")
+            if sealed and card_digest(card) != sealed:
+                return f"{who}'s stored card is not the one registered (card_sha256)"
+            return packaged_predictions(Path(tmp), card, who)
 
 
 # --- no registry (SKINDX_TRACKING=off) -------------------------------------------------------
@@ -190,6 +250,12 @@ class LocalChampionStore:
 
     def record(self, version: str, record: dict[str, Any]) -> None:
         """The decision log is the only record without a registry."""
+
+    def champion_predictions(self, version: str, serving_dir: str | Path) -> Predictions | str:
+        card = installed_card(serving_dir)
+        if card is None or str(card["version"]) != version:
+            return f"{serving_dir} does not hold champion v{version}"
+        return packaged_predictions(Path(serving_dir), card, f"champion v{version}")
 
 
 def champion_store(
