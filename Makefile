@@ -17,7 +17,7 @@ export SKINDX_UID ?= $(shell id -u)
 export SKINDX_GID ?= $(shell id -g)
 
 PHONY_MINE := model api-image up down
-.PHONY: $(PHONY_MINE) help install system-deps params run repro serve serve-api test test-fast lint bench docs clean
+.PHONY: $(PHONY_MINE) monitor help install system-deps params run repro serve serve-api test test-fast lint bench docs clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,10 +35,11 @@ system-deps: ## Debian packages for the stack and the tests (nginx, chromium, ch
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-$(STAMP): requirements/dev.txt requirements/pipeline.txt requirements/torch.txt requirements/docs.txt requirements/notebook.txt serving/requirements.txt app/requirements.txt pyproject.toml
+$(STAMP): requirements/dev.txt requirements/monitor.txt requirements/pipeline.txt requirements/torch.txt requirements/docs.txt requirements/notebook.txt serving/requirements.txt app/requirements.txt pyproject.toml
 	@test -x $(PIP) || python3 -m venv --clear $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements/dev.txt
+	$(PIP) install -q --no-deps -r requirements/monitor.txt  # Evidently: see the file
 	$(PIP) install -q --no-deps -e .
 	@touch $(STAMP)
 
@@ -116,6 +117,9 @@ down: ## stop the containers (make down VOLUMES=1 also deletes MLflow's volumes)
 
 serve-api: install ## the API alone on 127.0.0.1:8000
 	$(VENV)/bin/uvicorn serving.app:app --host 127.0.0.1 --port $${PORT:-8000}
+
+monitor: install ## drift and performance report of the prediction log (ARGS="--days 7", "--since 2026-12-01")
+	$(PY) -m skindx.monitor $(ARGS)
 
 test: install ## install everything, then run every test
 	$(PY) -m pytest $(PYTEST_ARGS)
