@@ -229,8 +229,10 @@ def repro_quick_project(dest: Path, source: Path, overrides: Iterable[str] = ())
 
 @pytest.fixture(scope="session")
 def quick_project(tmp_path_factory, small_source) -> QuickProject:
-    """The quick pipeline, run once per session on real images (about 90, ten lesions per
-    class): `.path` (the project copy), `.env` (its MLflow store and data source), `.stdout`.
+    """The quick pipeline, run once per session on `small_source` (ten lesions per class of
+    `ham_dir`: real images when present, else synthetic): `.path` (the project copy), `.env`
+    (its MLflow store and data source), `.stdout`. Its paths are conf/'s defaults; read them
+    from `.path / "params.yaml"` (`paths` section) rather than assuming them.
     Read-only; use `quick_project.copy_to(tmp_path / "p")` to change anything."""
     return repro_quick_project(tmp_path_factory.mktemp("quick") / "skindx", small_source)
 
