@@ -6,6 +6,7 @@ builds on skindx.export: registering here would make the two import each other).
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,13 @@ from skindx import tracking
 from skindx.config import ProjectPaths, load_params
 from skindx.data.ingest import MANIFEST_FILE
 from skindx.data.processed import split_images_path
-from skindx.evaluation.predictions import PREDICTIONS_FILE
+from skindx.evaluation.predictions import PREDICTIONS_FILE, read_split_table
 from skindx.export.package import build_package
 from skindx.inference.classes import CLASS_CODES
 from skindx.inference.hashing import sha256_file
 from skindx.inference.preprocessing import PreprocessingContract
 from skindx.models.checkpoint import BEST, load_model_from_checkpoint
+from skindx.monitor.reference import REFERENCE_FILE, write_reference
 
 
 def read_json(path: Path, stage: str) -> dict:
@@ -45,6 +47,17 @@ def predictions_file(paths: ProjectPaths) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the evaluate stage first (dvc repro)")
     return path
+
+
+def reference_file(paths: ProjectPaths, out_dir: Path) -> Path:
+    """The drift monitor's reference (skindx.monitor.reference): image statistics of every test
+    image, as the model saw it, written into `out_dir`."""
+    images_path = split_images_path(paths.processed_dir, "test")
+    if not images_path.is_file():
+        raise FileNotFoundError(f"{images_path} not found: run the preprocess stage first")
+    rows = read_split_table(paths.processed_dir, "test")
+    images = np.load(images_path, mmap_mode="r")
+    return write_reference(out_dir / REFERENCE_FILE, [r["image_id"] for r in rows], images)
 
 
 def checkpoint_contract(checkpoint: dict[str, Any], path: Path) -> PreprocessingContract:
@@ -92,21 +105,23 @@ def run_package(
             "best_metric": checkpoint.get("best_metric"),
         },
     }
-    out_dir = build_package(
-        model,
-        contract,
-        paths.candidate_dir,
-        temperature=float(read_json(paths.temperature, "evaluate")["temperature"]),
-        metrics=read_json(paths.metrics, "evaluate"),
-        lineage=lineage,
-        parity_images=parity_sample(
-            split_images_path(paths.processed_dir, "test"), int(cfg["parity_images"])
-        ),
-        opset=int(cfg["opset"]),
-        parity_tolerance=float(cfg["parity_tolerance"]),
-        name=cfg["registered_model"],
-        extra_files=[predictions_file(paths)],
-    )
+    with tempfile.TemporaryDirectory(prefix="skindx-package-") as scratch:
+        reference = reference_file(paths, Path(scratch))
+        out_dir = build_package(
+            model,
+            contract,
+            paths.candidate_dir,
+            temperature=float(read_json(paths.temperature, "evaluate")["temperature"]),
+            metrics=read_json(paths.metrics, "evaluate"),
+            lineage=lineage,
+            parity_images=parity_sample(
+                split_images_path(paths.processed_dir, "test"), int(cfg["parity_images"])
+            ),
+            opset=int(cfg["opset"]),
+            parity_tolerance=float(cfg["parity_tolerance"]),
+            name=cfg["registered_model"],
+            extra_files=[predictions_file(paths), reference],
+        )
     return PackageResult(
         out_dir=out_dir,
         card=json.loads((out_dir / "model.json").read_text()),
