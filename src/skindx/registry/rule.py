@@ -152,5 +152,12 @@ def _decide_paired(
     significant = bool(low > 0)
     if significant and delta >= min_delta - 1e-12:
         return Decision("promoted", f"better, significantly: {versus}", comparison)
-    why = "not significant (the interval includes 0)" if not significant else "below min_delta"
-    return Decision("rejected", f"not better: {why}: {versus}", comparison)
+    why = [] if delta >= min_delta - 1e-12 else ["not better by min_delta"]
+    if not significant:
+        why.append("not significant (the interval of the difference includes 0)")
+    text = " and ".join(why)
+    return Decision(
+        "rejected",
+        f"{'' if why[0].startswith('not better') else 'not better: '}{text}: {versus}",
+        comparison,
+    )
