@@ -1,0 +1,43 @@
+"""python -m skindx.evaluation.spread: the spread of metrics over runs."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from skindx.evaluation.spread import main, spread
+
+
+def test_spread_over_runs():
+    runs = [{"balanced_accuracy": v, "macro_f1": None} for v in (0.553, 0.584, 0.571)]
+    result = spread(runs)
+    bma = result["balanced_accuracy"]
+    assert bma["n"] == 3 and bma["min"] == 0.553 and bma["max"] == 0.584
+    assert bma["mean"] == pytest.approx((0.553 + 0.584 + 0.571) / 3)
+    assert bma["std"] == pytest.approx(statistics.stdev([0.553, 0.584, 0.571]))
+    assert "macro_f1" not in result  # no finite value in any run
+
+
+def test_cli_prints_and_writes_json(tmp_path, capsys):
+    files = []
+    for i, value in enumerate((0.5, 0.6)):
+        path = tmp_path / f"seed-{i}" / "metrics.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({"balanced_accuracy": value, "accuracy": 0.7}))
+        files.append(str(path))
+    assert main([*files, "--json", str(tmp_path / "spread.json")]) == 0
+    out = capsys.readouterr().out
+    assert "Balanced accuracy: mean 0.550, sd 0.071, range 0.500-0.600 over 2 runs" in out
+    written = json.loads((tmp_path / "spread.json").read_text())
+    assert written["runs"] == files and written["spread"]["accuracy"]["std"] == 0
+
+
+def test_cli_says_what_is_wrong(tmp_path, capsys):
+    assert main([str(tmp_path / "none.json"), str(tmp_path / "also.json")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    one = tmp_path / "m.json"
+    one.write_text("{}")
+    assert main([str(one)]) == 1
+    assert "at least two runs" in capsys.readouterr().err
