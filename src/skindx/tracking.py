@@ -1,8 +1,19 @@
 """MLflow setup and lineage: the one place that decides where runs go and how they are tagged.
 
-Tracking URI: $MLFLOW_TRACKING_URI, else `mlflow.tracking_uri` from params.yaml (default
-`sqlite:///${paths.mlflow_db}`, mlflow.db in the project root). Data stages log to their own experiment
-(`mlflow.data_experiment`) so that the model experiment shows one row per pipeline run.
+Tracking URI: $MLFLOW_TRACKING_URI (any MLflow server, e.g. `http://host:5000/mlflow`, or a
+database URI), else `mlflow.tracking_uri` from params.yaml (default `sqlite:///${paths.mlflow_db}`,
+mlflow.db in the project root: the embedded store for one user). Data stages log to their own
+experiment (`mlflow.data_experiment`) so that the model experiment shows one row per pipeline run.
+
+A relative SQLite path is relative to the project root, `$DVC_ROOT` when DVC sets it: a queued
+experiment (`dvc exp run --queue`) runs in a temporary copy under .dvc/tmp/exps, and its runs,
+artifacts and registered versions must land in the checkout's store, not in a folder that DVC
+deletes afterwards.
+
+The experiments carry `mlflow.experimentKind` = `custom_model_development`, MLflow 3's tag for
+"machine learning" (not GenAI) experiments, and `runs_view_url` is the link straight to the runs
+table: MLflow 3's UI opens in its GenAI view (traces) unless the URL asks for
+`workflowType=machine_learning`.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +29,45 @@ from typing import Any
 # the same run.
 RUN_FILE = "run.json"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# MLflow 3's experiment-type tag and its value for model training (the UI's "Machine learning")
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+SPLITS = ("train", "val", "test")
+SQLITE_PREFIX = "sqlite:///"
 
 
 def run_file(train_dir: str | Path) -> Path:
     return Path(train_dir) / RUN_FILE
 
 
+def project_root() -> Path:
+    """The checkout the pipeline belongs to: `$DVC_ROOT` (DVC sets it for every stage, and for a
+    queued experiment it names the parent repository, not the temporary copy), else the cwd."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def _anchor_sqlite(uri: str) -> str:
+    """`sqlite:///relative.db` -> `sqlite:////<project root>/relative.db`; other URIs as given."""
+    if uri.startswith(SQLITE_PREFIX) and not uri[len(SQLITE_PREFIX) :].startswith("/"):
+        path = uri[len(SQLITE_PREFIX) :]
+        if path and not path.startswith(":memory:"):
+            return SQLITE_PREFIX + str(project_root() / path)
+    return uri
+
+
 def tracking_uri(mlflow_params: dict[str, Any] | None = None) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
-        return env
-    return (mlflow_params or {}).get("tracking_uri", DEFAULT_TRACKING_URI)
+        return _anchor_sqlite(env)
+    return _anchor_sqlite((mlflow_params or {}).get("tracking_uri", DEFAULT_TRACKING_URI))
+
+
+def runs_view_url(mlflow_url: str, experiment_id: str) -> str:
+    """The MLflow UI's runs table of one experiment (`mlflow_url`: where the UI is, e.g.
+    `http://127.0.0.1:8080/mlflow/`), in the machine-learning view rather than the GenAI one."""
+    return (
+        f"{mlflow_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    )
 
 
 def tracking_enabled() -> bool:
@@ -44,10 +84,66 @@ def configure(mlflow_params: dict[str, Any] | None = None, experiment: str | Non
     os.environ.setdefault("MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK", "true")
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(mlflow_params))
+    uri = tracking_uri(mlflow_params)
+    mlflow.set_tracking_uri(uri)
     name = experiment or (mlflow_params or {}).get("experiment", "skindx")
+    ensure_experiment(mlflow, name, uri)
     mlflow.set_experiment(name)
     return mlflow
+
+
+def ensure_experiment(mlflow, name: str, uri: str) -> str:
+    """Create `name` if needed (with a SQLite store, its artifacts under the project root's
+    mlruns/, where a queued experiment's temporary copy does not take them along) and tag it
+    as model development; returns its id."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        location = None
+        if uri.startswith(SQLITE_PREFIX):
+            location = (project_root() / "mlruns" / name).as_uri()
+        try:
+            experiment_id = client.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT}
+            )
+        except MlflowException:  # another stage or experiment created it meanwhile
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
+    else:
+        experiment_id = found.experiment_id
+    if found is not None and found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_DEVELOPMENT:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
+    return experiment_id
+
+
+def log_split_datasets(mlflow, processed_dir: str | Path, data_hash: str) -> None:
+    """Log the processed splits (paths.processed_dir/splits/<split>.csv: image_id, lesion_id,
+    dx, label) as the active run's MLflow dataset inputs, context = split, digest from the
+    data hash and the split's size, so the runs table's Dataset column names what each run was
+    trained and evaluated on and two runs can be compared by it. Splits without a file are
+    skipped."""
+    import pandas as pd
+
+    splits_dir = Path(processed_dir) / "splits"
+    with warnings.catch_warnings():  # MLflow's schema-inference hints: noise here
+        warnings.simplefilter("ignore", UserWarning)
+        for split in SPLITS:
+            path = splits_dir / f"{split}.csv"
+            if not path.is_file():
+                continue
+            frame = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str, "dx": str})
+            dataset = mlflow.data.from_pandas(
+                frame,
+                source=str(path.resolve()),
+                targets="label" if "label" in frame.columns else None,
+                name=f"ham10000-{split}",
+                digest=f"{data_hash[:12]}-{split}-{len(frame)}",
+            )
+            mlflow.log_input(dataset, context=split, tags={"data_hash": data_hash})
 
 
 def git_commit() -> str:
