@@ -98,6 +98,7 @@ def run_train(
             log_params(mlflow, all_params or params)
         manifest = paths.raw_dir / MANIFEST_FILE
         mlflow.set_tags(tracking.lineage_tags("train", profile, manifest=manifest))
+        tracking.log_split_datasets(mlflow, processed_dir, tracking.data_hash(manifest))
 
         def log_epoch(row: dict[str, float], trainer: Trainer) -> None:
             metrics = {k: float(v) for k, v in row.items() if k != "epoch"}
