@@ -1,6 +1,6 @@
 """How the UI calls the SkinDX API, all of it: where the API is (API_URL), what it accepts
 (the per-file upload limit, SKINDX_MAX_UPLOAD_MB), which endpoints the UI uses (/explain,
-/predict, /model) and how an answer becomes a result or an error for the user. The UI's only way
+/predict, /model, /feedback) and how an answer becomes a result or an error for the user. The UI's only way
 to reach the model (no torch, no ONNX, no skindx: the image installs app/requirements.txt only).
 """
 
@@ -96,6 +96,22 @@ class ApiClient:
     def predict(self, filename: str, content: bytes, content_type: str | None) -> dict[str, Any]:
         files = {"file": (filename, content, content_type or "application/octet-stream")}
         return self._request("POST", "/predict", files=files)
+
+    def feedback(
+        self,
+        request_id: str,
+        label: str,
+        token: str,
+        reviewer: str | None = None,
+        note: str | None = None,
+    ) -> dict[str, Any]:
+        """Record a reviewer's confirmed diagnosis of the prediction `request_id` (the API's
+        SKINDX_REVIEWER_TOKEN as `token`). ApiRejected: 401/403 token, 404 disabled or unknown
+        prediction, 409 labelled already, 422 not a class."""
+        body = {"request_id": request_id, "label": label}
+        body.update({k: v for k, v in (("reviewer", reviewer), ("note", note)) if v})
+        headers = {"Authorization": f"Bearer {token}"}
+        return self._request("POST", "/feedback", json=body, headers=headers)
 
     def model_card(self) -> dict[str, Any]:
         """The served model's card, with `metric_labels` (headline metric -> label, in order)."""

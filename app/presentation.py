@@ -112,3 +112,18 @@ def model_view(image: Image.Image, resize_policy: str | None) -> Image.Image:
         return image.resize((side, side), Image.Resampling.BILINEAR)
     left, top = (width - side) // 2, (height - side) // 2
     return image.crop((left, top, left + side, top + side))
+
+
+def storage_note(result: dict) -> str:
+    """What the server kept of this upload, in words (the API's `logged` and `image_stored`)."""
+    if result.get("image_stored"):
+        return "The server stored a copy of this image (for review and retraining)."
+    if result.get("logged"):
+        return "The image was not stored: the server logged only the prediction and statistics."
+    return "The image was not stored, and this prediction was not logged."
+
+
+def feedback_storage_note(recorded: dict) -> str:
+    if recorded.get("image_stored"):
+        return "The image is stored, so this case can join the next training."
+    return "The image was not stored, so this case counts in monitoring but cannot be trained on."

@@ -13,10 +13,12 @@ from api_client import ApiClient, ApiRejected, ApiUnavailable, upload_limit_mb
 from PIL import Image, ImageOps, UnidentifiedImageError
 from presentation import (
     decode_png,
+    feedback_storage_note,
     headline_metrics,
     model_view,
     percent,
     probability_figure,
+    storage_note,
     urgency_style,
 )
 
@@ -131,6 +133,58 @@ def show_result(result: dict, original: Image.Image | None) -> None:
     st.caption(
         f"Model {result['model_version']} · answered in {result['processing_time_ms']:.0f} ms"
     )
+    st.caption(storage_note(result))
+    show_feedback_form(result)
+
+
+def show_feedback_form(result: dict) -> None:
+    """For reviewers: the confirmed diagnosis of this prediction, sent with their token."""
+    request_id = result.get("request_id")
+    if not request_id or not result.get("logged"):
+        return  # not in the prediction log: nothing to label
+    classes = {p["code"]: p["name"] for p in result["probabilities"]}
+    with st.expander("Reviewer: record the confirmed diagnosis", icon=":material/rate_review:"):
+        with st.form("feedback_form", clear_on_submit=False):
+            label = st.selectbox(
+                "Confirmed diagnosis",
+                list(classes),
+                index=None,
+                format_func=lambda code: f"{classes[code]} ({code})",
+                placeholder="Choose the confirmed class",
+            )
+            reviewer = st.text_input("Reviewer (optional)", max_chars=128)
+            note = st.text_area("Note (optional)", max_chars=2000)
+            token = st.text_input("Reviewer token", type="password")
+            submitted = st.form_submit_button("Record diagnosis")
+        if submitted:
+            send_feedback(request_id, label, token, reviewer, note)
+        recorded = st.session_state.get("recorded_feedback", {}).get(request_id)
+        if recorded:
+            verdict = "agrees with" if recorded["agrees"] else "differs from"
+            st.success(
+                f"Recorded: {classes.get(recorded['label'], recorded['label'])} "
+                f"({verdict} the prediction). {feedback_storage_note(recorded)}",
+                icon=":material/task_alt:",
+            )
+
+
+def send_feedback(request_id: str, label: str | None, token: str, reviewer: str, note: str):
+    if label is None:
+        st.error("Choose the confirmed diagnosis first.", icon=":material/block:")
+        return
+    if not token.strip():
+        st.error("Enter your reviewer token.", icon=":material/key:")
+        return
+    try:
+        answer = client.feedback(
+            request_id, label, token.strip(), reviewer.strip() or None, note.strip() or None
+        )
+    except ApiUnavailable as exc:
+        st.error(f"The feedback could not be recorded now: {exc}", icon=":material/cloud_off:")
+    except ApiRejected as exc:
+        st.error(f"The feedback was refused: {exc.detail}", icon=":material/block:")
+    else:
+        st.session_state.setdefault("recorded_feedback", {})[request_id] = answer
 
 
 st.title(":material/biotech: SkinDX")

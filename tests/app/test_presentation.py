@@ -112,3 +112,13 @@ def test_model_view_matches_the_contracts_resize_policy():
     assert cropped.size == (450, 450) and cropped.getpixel((0, 0)) == (0, 0, 0)
     stretched = model_view(image, "stretch")
     assert stretched.size == (450, 450) and stretched.getpixel((0, 200))[0] > 200
+
+
+def test_storage_notes_say_whether_the_image_was_stored():
+    from presentation import feedback_storage_note, storage_note
+
+    assert "stored a copy" in storage_note({"logged": True, "image_stored": True})
+    assert "not stored" in storage_note({"logged": True, "image_stored": False})
+    assert "not logged" in storage_note({"logged": False, "image_stored": False})
+    assert "next training" in feedback_storage_note({"image_stored": True})
+    assert "cannot be trained on" in feedback_storage_note({"image_stored": False})
