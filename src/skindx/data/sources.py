@@ -96,9 +96,10 @@ def resolve_source(
     environ: Mapping[str, str] | None = None,
     root: Path | None = None,
 ) -> ResolvedSource:
-    """Pick the source by the documented order; paths are relative to the project root."""
+    """Pick the source by the documented order; paths are relative to the project root
+    ($DVC_ROOT, which for a queued experiment is the checkout, not its copy in .dvc/tmp/exps)."""
     environ = os.environ if environ is None else environ
-    root = Path.cwd() if root is None else Path(root)
+    root = Path(environ.get("DVC_ROOT") or Path.cwd()) if root is None else Path(root)
 
     def local(value: str) -> Path:
         path = Path(value).expanduser()
