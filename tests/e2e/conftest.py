@@ -25,6 +25,7 @@ UI_SESSIONS = 4  # open UI WebSockets per client address (nginx limit_conn)
 STARTUP_TIMEOUT_S = 300  # MLflow's first start migrates a fresh SQLite store: slow on 2 cores
 SHUTDOWN_TIMEOUT_S = 30
 SCREENSHOT_DIR = REPO_ROOT / "reports" / "e2e"
+REVIEWER_TOKEN = "e2e-reviewer-token"  # enables POST /feedback (tests/e2e/test_feedback.py)
 
 
 @dataclass
@@ -99,6 +100,7 @@ def stack(packaged_model_dir: Path, tmp_path_factory) -> Iterator[Stack]:
         SKINDX_DOCS_SITE=str(run_dir / "site"),
         SKINDX_READY_TIMEOUT=str(STARTUP_TIMEOUT_S),
         SKINDX_UI_SESSIONS=str(UI_SESSIONS),
+        SKINDX_REVIEWER_TOKEN=REVIEWER_TOKEN,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
     url = f"http://127.0.0.1:{port}/"
