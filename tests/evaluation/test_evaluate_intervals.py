@@ -96,6 +96,9 @@ def test_run_evaluate_writes_intervals_and_predictions(
     assert (
         written == returned and written["balanced_accuracy_ci_high"] >= written["balanced_accuracy"]
     )
+    selective = written["selective"]
+    assert 0 <= selective["threshold"] <= 1 and selective["chosen_on"] == "validation"
+    assert 0 <= selective["coverage"] <= 1
     predictions = read_predictions(tmp_path / "reports" / "plots" / PREDICTIONS_FILE)
     test = load_split(processed_dir, "test")
     assert predictions.labels.tolist() == test.labels.tolist()

@@ -19,6 +19,7 @@ from skindx.evaluation.calibration import calibrate
 from skindx.evaluation.metrics import classification_report, softmax
 from skindx.evaluation.plots import save_figures, write_plot_data
 from skindx.evaluation.predictions import PREDICTIONS_FILE, read_split_table, write_predictions
+from skindx.evaluation.selective import uncertainty_report
 from skindx.inference.metrics import HEADLINE_METRICS, PER_CLASS_SCORES, QUALITY_METRICS
 from skindx.inference.preprocessing import PreprocessingContract
 from skindx.models.checkpoint import BEST, load_model_from_checkpoint
@@ -94,9 +95,11 @@ def evaluate_checkpoint(
     batch_size: int = 64,
     ece_bins: int = 15,
     bootstrap: dict[str, Any] | None = None,
+    uncertain: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything evaluate computes, as arrays and dicts (no files written). `bootstrap`:
-    evaluate.bootstrap (n_resamples, confidence, seed)."""
+    evaluate.bootstrap (n_resamples, confidence, seed); `uncertain`: evaluate.uncertain
+    (target_accuracy, min_coverage) for the confidence threshold chosen on validation."""
     model, checkpoint = load_model_from_checkpoint(checkpoint_path)
     config = checkpoint["config"]
     contract = PreprocessingContract.from_dict(config["contract"])
@@ -121,6 +124,13 @@ def evaluate_checkpoint(
         "best_epoch": int(checkpoint.get("best_epoch", checkpoint.get("epoch", 0))),
         "per_class": report["per_class"],
     }
+    metrics["selective"] = uncertainty_report(
+        softmax(val_logits, calibration.temperature),
+        val.labels,
+        calibrated,
+        test.labels,
+        **{"target_accuracy": 0.8, "min_coverage": 0.1, **(uncertain or {})},
+    )
     table = read_split_table(processed_dir, "test")
     if [int(row["label"]) for row in table] != test.labels.tolist():
         raise ValueError(
@@ -155,6 +165,7 @@ def run_evaluate(params: dict[str, Any], *, paths: ProjectPaths | None = None) -
         batch_size=int(cfg.get("batch_size", 64)),
         ece_bins=bins,
         bootstrap=cfg.get("bootstrap"),
+        uncertain=cfg.get("uncertain"),
     )
     metrics, cal = _clean(result["metrics"]), result["calibration"]
 
@@ -220,6 +231,9 @@ def _log_to_mlflow(params, metrics, files, figures, run_file: Path) -> None:
         *(f"{name}{suffix}" for name in INTERVAL_METRICS for suffix in (CI_LOW, CI_HIGH)),
     )
     flat = {f"test_{k}": float(metrics[k]) for k in headline if metrics.get(k) is not None}
+    for key in ("threshold", "coverage", "accuracy"):
+        if (metrics.get("selective") or {}).get(key) is not None:
+            flat[f"test_selective_{key}"] = float(metrics["selective"][key])
     for code, scores in metrics["per_class"].items():
         for name in (*PER_CLASS_SCORES, f"recall{CI_LOW}", f"recall{CI_HIGH}"):
             if scores.get(name) is not None:
