@@ -93,6 +93,23 @@ def file_hashes(directory: str | Path) -> dict[str, str]:
     }
 
 
+def uncertainty(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Below `threshold` (calibrated top-1 probability, chosen on validation by evaluate) a
+    prediction is to be marked uncertain; with the test coverage and selective accuracy."""
+    selective = (metrics or {}).get("selective")
+    if not isinstance(selective, dict) or selective.get("threshold") is None:
+        return None
+    return {
+        "threshold": float(selective["threshold"]),
+        "score": selective.get("score", "calibrated top-1 probability"),
+        "chosen_on": selective.get("chosen_on", "validation"),
+        "target_accuracy": selective.get("target_accuracy"),
+        "target_met": selective.get("target_met"),
+        "test_coverage": selective.get("coverage"),
+        "test_selective_accuracy": selective.get("accuracy"),
+    }
+
+
 def build_card(
     *,
     name: str,
@@ -117,6 +134,7 @@ def build_card(
         "preprocessing": contract.to_dict(),
         "temperature": float(temperature),
         "metrics": metrics or {},
+        "uncertainty": uncertainty(metrics),
         "lineage": {**core, **extra},
         "architecture": architecture,
         "export": export or {},
