@@ -29,12 +29,15 @@ def build_prediction(
     probabilities = result.probabilities
     best = int(np.argmax(probabilities))
     info = CLASS_INFO[model.classes[best]]
+    threshold = (model.card.get("uncertainty") or {}).get("threshold")
     return Prediction(
         predicted_class=info.code,
         predicted_name=info.name,
         confidence=float(probabilities[best]),
         risk_group=info.risk_group,
         urgency=info.urgency,
+        uncertain=threshold is not None and float(probabilities[best]) < threshold,
+        uncertainty_threshold=threshold,
         probabilities=[
             ClassProbability(code=code, name=CLASS_INFO[code].name, probability=float(p))
             for code, p in zip(model.classes, probabilities, strict=True)

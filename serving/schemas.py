@@ -34,6 +34,14 @@ class Prediction(BaseModel):
     )
     risk_group: RiskGroup
     urgency: Urgency = Field(description="mel critical, bcc high, akiec medium, the rest low.")
+    uncertain: bool = Field(
+        False,
+        description="True when `confidence` is below the card's uncertainty threshold (chosen "
+        "on validation): show 'uncertain: see a dermatologist', not the diagnosis.",
+    )
+    uncertainty_threshold: float | None = Field(
+        None, description="The card's threshold (null: the package has none)."
+    )
     probabilities: list[ClassProbability] = Field(description="Every class, in label order.")
     model_version: str
     processing_time_ms: float = Field(ge=0.0)
