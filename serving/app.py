@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by install_docs, with local assets
         redoc_url=None,
     )
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(settings.monitoring_summary)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.engine = InferenceEngine(settings, metrics)

@@ -7,8 +7,12 @@ its values there (prometheus_client's multiprocess mode) and /metrics reports th
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,6 +22,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -32,9 +38,51 @@ def multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROCESS_ENV))
 
 
+class DriftSummaryCollector(Collector):
+    """The drift monitor's last summary.json (`python -m skindx.monitor` writes it atomically)
+    as gauges, read at each scrape: the API computes no drift itself, and a new report shows at
+    the next scrape. Nothing is exported before a report exists or while its window had too few
+    records (drift_score null), so an alert on the score never fires on a missing value."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def collect(self) -> Iterator[Metric]:
+        if self.path is None:
+            return
+        try:
+            summary = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return
+        score, detected = summary.get("drift_score"), summary.get("drift_detected")
+        if isinstance(score, int | float) and not isinstance(score, bool):
+            yield GaugeMetricFamily(
+                "skindx_drift_score",
+                "Share of image statistics that drifted in the last drift report (0..1)",
+                value=float(score),
+            )
+        if isinstance(detected, bool):
+            yield GaugeMetricFamily(
+                "skindx_drift_detected",
+                "1 when the last drift report raised an input or prediction drift alarm",
+                value=float(detected),
+            )
+        try:
+            generated = datetime.fromisoformat(summary["generated_at"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            return
+        yield GaugeMetricFamily(
+            "skindx_drift_report_timestamp_seconds",
+            "When the last drift report was written (Unix time)",
+            value=generated,
+        )
+
+
 class ServingMetrics:
-    def __init__(self) -> None:
+    def __init__(self, drift_summary: Path | None = None) -> None:
         self.registry = CollectorRegistry()
+        self.drift = DriftSummaryCollector(drift_summary)
+        self.registry.register(self.drift)
         self.multiprocess = multiprocess_mode()
         self._versions: set[str] = set()
         r = self.registry
@@ -146,6 +194,7 @@ class ServingMetrics:
             return generate_latest(self.registry)
         combined = CollectorRegistry()
         multiprocess.MultiProcessCollector(combined)
+        combined.register(self.drift)
         return generate_latest(combined)
 
     def close(self) -> None:

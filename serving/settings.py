@@ -25,6 +25,8 @@ from pydantic_settings import (
 from skindx.inference.resources import cpu_threads
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model"
+# written by `make monitor` (monitor.reports_dir of params.yaml); mount it there in a container
+DEFAULT_MONITORING_SUMMARY = Path(__file__).resolve().parents[1] / "reports/monitoring/summary.json"
 # local runtime state of a checkout (`make serve` uses the same SKINDX_RUN_DIR): the prediction
 # log's SQLite file and stored uploads live here unless their own settings say otherwise
 DEFAULT_RUN_DIR = Path(__file__).resolve().parents[1] / ".run"
@@ -104,6 +106,10 @@ class Settings(BaseSettings):
     uploads_dir: Path | None = Field(None, description="default <run_dir>/uploads")
     upload_retention_days: int = Field(30, ge=1, description="stored images older are deleted")
     reviewer_token: SecretStr | None = Field(None, description="enables POST /feedback")
+    # the drift monitor's summary (python -m skindx.monitor), exported as skindx_drift_score
+    monitoring_summary: Path = Field(
+        DEFAULT_MONITORING_SUMMARY, description="summary.json of the last drift report"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
