@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -30,12 +31,29 @@ def prepare_multiprocess_metrics(workers: int) -> str | None:
     return directory
 
 
+def migrate_prediction_log(settings: Settings) -> None:
+    """Bring the prediction log's schema up to date once, before the workers start (each also
+    checks at its start; a database that is down now is migrated by them once it is back)."""
+    if not settings.prediction_log or settings.workers < 2:
+        return
+    from serving.predlog.writer import make_engine, prepare_database
+
+    engine = make_engine(settings.prediction_db_url)
+    try:
+        prepare_database(engine)
+    except Exception as exc:  # the workers retry; serving must start anyway
+        print(f"python -m serving: the prediction log is not ready yet ({exc})", file=sys.stderr)
+    finally:
+        engine.dispose()
+
+
 def main() -> None:
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         raise SystemExit(f"python -m serving: {exc}") from None
     prepare_multiprocess_metrics(settings.workers)
+    migrate_prediction_log(settings)
     uvicorn.run(
         "serving.app:app",
         host=settings.host,

@@ -100,6 +100,14 @@ def sqlite_path(engine: Engine) -> Path | None:
     return None
 
 
+def prepare_database(engine: Engine) -> None:
+    """Create a SQLite file's folder, then `alembic upgrade head` (a no-op when current)."""
+    path = sqlite_path(engine)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    upgrade(engine)
+
+
 class PredictionLog:
     def __init__(
         self,
@@ -213,10 +221,7 @@ class PredictionLog:
         if self._migrated:
             return True
         try:
-            path = sqlite_path(self.engine)
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            upgrade(self.engine)
+            prepare_database(self.engine)
         except Exception as exc:
             self._warn(f"cannot open or migrate the prediction log at {self._where()}: {exc}")
             return False
