@@ -36,15 +36,22 @@ COPY pipeline.txt /tmp/requirements/pipeline.txt
 RUN pip install -r /tmp/requirements/pipeline.txt
 
 # SIGTERM (docker stop, Ctrl-C of `compose run`) becomes SystemExit in every Python process of
-# the pipeline, so `with mlflow.start_run()` ends the run (FAILED) instead of leaving it RUNNING
-RUN printf '%s\n' \
+# the pipeline, so `with mlflow.start_run()` ends the run (FAILED) instead of leaving it RUNNING.
+# A .pth line, not sitecustomize.py, which a distribution's own sitecustomize would shadow.
+RUN site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+ && printf '%s\n' \
     '"""SkinDX trainer image: SIGTERM exits Python cleanly (finally blocks, MLflow run end)."""' \
     'import signal' \
-    'def _skindx_sigterm(signum, frame):' \
+    '' \
+    '' \
+    'def _exit(signum, frame):' \
     '    raise SystemExit(128 + signum)' \
+    '' \
+    '' \
     'if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:' \
-    '    signal.signal(signal.SIGTERM, _skindx_sigterm)' \
-    > "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/sitecustomize.py"
+    '    signal.signal(signal.SIGTERM, _exit)' \
+    > "$site/skindx_sigterm.py" \
+ && echo 'import skindx_sigterm' > "$site/skindx-sigterm.pth"
 
 # the default user; compose runs it as SKINDX_UID:SKINDX_GID, the owner of the checkout
 RUN groupadd --gid 1000 trainer \

@@ -274,8 +274,13 @@ def test_killing_a_replica_during_traffic_loses_no_request(
 
 
 def mlflow_api(stack: ComposeStack, endpoint: str, **body) -> dict:
+    """MLflow's REST API through nginx: POST for runs and experiments, GET for the registry."""
+    url = f"mlflow/api/2.0/mlflow/{endpoint}"
     with stack.client() as client:
-        response = client.post(f"mlflow/api/2.0/mlflow/{endpoint}", json=body)
+        if endpoint.startswith("registered-models/"):
+            response = client.get(url, params=body)
+        else:
+            response = client.post(url, json=body)
     assert response.status_code == 200, response.text[:500]
     return response.json()
 
