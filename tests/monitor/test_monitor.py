@@ -181,8 +181,13 @@ def test_errors_say_what_to_do(monitor_package: MonitorPackage, tmp_path, capsys
         str(REPO_ROOT / "params.yaml"),
     ]
     assert main([*args, "--model-dir", str(monitor_package.model_dir)]) == EXIT_ERROR
-    assert "has no predictions table: start the API once" in capsys.readouterr().err
+    assert "no prediction log at" in capsys.readouterr().err
+    assert not (tmp_path / "log.db").exists()  # not created by looking
     engine = create_engine(db)
+    with engine.connect():
+        pass  # an empty database file: the API never started on it
+    assert main([*args, "--model-dir", str(monitor_package.model_dir)]) == EXIT_ERROR
+    assert "has no predictions table: start the API once" in capsys.readouterr().err
     upgrade(engine)
     engine.dispose()
     old_package = tmp_path / "old-package"

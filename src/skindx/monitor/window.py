@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import inspect, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from skindx.inference.image_stats import STAT_KEYS
@@ -63,8 +65,16 @@ def database_url() -> str:
 def read_window(url: str, window: Window) -> pd.DataFrame:
     """WINDOW_COLUMNS plus `label` (the reviewed diagnosis or None), ordered by time."""
     from serving.predlog.models import feedback, predictions
+    from serving.predlog.writer import make_engine  # the API's engine: psycopg 3, SQLite WAL
 
-    engine = create_engine(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).is_file():
+            raise WindowError(
+                f"no prediction log at {parsed.database}: point SKINDX_PREDICTION_DB (or --db) "
+                "at the API's database; by default it is <SKINDX_RUN_DIR>/predictions.db"
+            )
+    engine = make_engine(url)
     try:
         tables = set(inspect(engine).get_table_names())
         if predictions.name not in tables:
