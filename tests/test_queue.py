@@ -68,6 +68,7 @@ def _queue_status(project: Path, env: dict[str, str]) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(QUEUE_TIMEOUT_S + 1800)  # plus the session's quick pipeline and the promote
 def test_two_queued_experiments_are_compared_applied_and_promoted(quick_project, tmp_path):
     import mlflow
 
