@@ -1,0 +1,199 @@
+"""Prediction-log overhead: the API with SKINDX_PREDICTION_LOG on (SQLite in WAL mode, the
+default store; uploads not stored, the default) against the same API with it off, on the same
+model and real full-resolution images, in interleaved rounds (on, off, off, on, ...).
+
+    python bench/bench_prediction_log.py                       # serving/model
+    python bench/bench_prediction_log.py --untrained resnet50  # no promoted model: an untrained
+                                                               # ResNet-50 package (same compute)
+
+Measures p50 at one client and throughput at 16 clients (bench/loadgen.py, as
+bench/bench_serving.py does) and reports each round's paired ratio and their median, against
+the target: logging costs at most 10 % (p50 ratio <= 1.10, throughput ratio >= 0.90). Then it
+checks that the logged server's database holds one row per answered request. Writes
+bench/results/prediction_log.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from bench_serving import DEFAULT_IMAGES, ROOT, free_port, http_stack, load, median_of, server
+
+TARGETS = {"p50_ratio_1_client_max": 1.10, "throughput_ratio_16_clients_min": 0.90}
+
+
+def untrained_package(arch: str, out: Path) -> Path:
+    """A servable package of an untrained `arch` at 224 px: the promoted model's compute."""
+    import torch
+
+    from skindx.export.package import build_package
+    from skindx.inference import PreprocessingContract
+    from skindx.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=7, weights="none").eval()
+    return build_package(
+        model, PreprocessingContract(input_size=224), out, version=f"untrained-{arch}"
+    )
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def log_counters(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("skindx_prediction_log_") and s.name.endswith("_total")
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "serving" / "model")
+    parser.add_argument("--untrained", metavar="ARCH", help="benchmark an untrained ARCH package")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--requests", type=int, default=300, help="requests at N clients")
+    parser.add_argument("--requests-single", type=int, default=100, help="requests at 1 client")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results" / "prediction_log.json"
+    )
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="skindx-bench-log-"))
+    model_dir = (
+        untrained_package(args.untrained, work / "model") if args.untrained else args.model_dir
+    ).resolve()
+    if not (model_dir / "model.json").is_file():
+        raise SystemExit(f"no packaged model in {model_dir}: pass --model-dir or --untrained")
+    images = [p.read_bytes() for p in sorted(args.images.glob("*.jpg"))]
+    if not images:
+        raise SystemExit(f"no .jpg images in {args.images}")
+    card = json.loads((model_dir / "model.json").read_text())
+
+    database = work / "predictions.db"
+    base_env = dict(os.environ, SKINDX_MODEL_DIR=str(model_dir), SKINDX_LOG_LEVEL="warning")
+    envs = {
+        "log_on": dict(
+            base_env, SKINDX_PREDICTION_LOG="true", SKINDX_PREDICTION_DB=f"sqlite:///{database}"
+        ),
+        "log_off": dict(base_env, SKINDX_PREDICTION_LOG="false", SKINDX_RUN_DIR=str(work / "off")),
+    }
+    ports = {name: free_port() for name in envs}
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
+                "--port", str(port), "--log-level", "warning"]  # fmt: skip
+
+    single, many = "one_client", f"{args.concurrency}_clients"
+    rounds: list[dict] = []
+    with (
+        server(command(ports["log_on"]), ports["log_on"], envs["log_on"], "log on") as on_url,
+        server(command(ports["log_off"]), ports["log_off"], envs["log_off"], "log off") as off_url,
+    ):
+        urls = {"log_on": on_url, "log_off": off_url}
+        sent = 0
+        for url in urls.values():
+            load(url, images, 1, args.warmup, "lean")
+        sent += args.warmup
+        for number in range(1, args.rounds + 1):
+            order = ("log_on", "log_off") if number % 2 else ("log_off", "log_on")
+            measured: dict = {"round": number, "started": time.strftime("%H:%M:%S", time.gmtime())}
+            for name in order:
+                print(f"round {number}/{args.rounds}: measuring {name} ...", flush=True)
+                measured[name] = {
+                    single: load(urls[name], images, 1, args.requests_single, "lean"),
+                    many: load(urls[name], images, args.concurrency, args.requests, "lean"),
+                }
+            sent += args.requests_single + args.requests
+            on, off = measured["log_on"], measured["log_off"]
+            measured["ratios"] = {
+                "p50_ratio_1_client": ratio(on[single]["p50_ms"], off[single]["p50_ms"]),
+                f"throughput_ratio_{many}": ratio(
+                    on[many]["throughput_rps"], off[many]["throughput_rps"]
+                ),
+            }
+            rounds.append(measured)
+            print(f"  {measured['ratios']}", flush=True)
+        time.sleep(1.0)  # the writer flushes within 50 ms of the last record
+        counters = log_counters(on_url)
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute("SELECT count(*) FROM predictions").fetchone()[0]
+
+    keys = list(rounds[0]["ratios"])
+    ratios = {k: median_of(r["ratios"][k] for r in rounds) for k in keys}
+    summary = {
+        name: {
+            phase: {
+                m: median_of(r[name][phase][m] for r in rounds)
+                for m in ("p50_ms", "p95_ms", "p99_ms", "throughput_rps")
+            }
+            for phase in (single, many)
+        }
+        for name in ("log_on", "log_off")
+    }
+    errors = sum(r[n][p]["errors"] for r in rounds for n in envs for p in (single, many))
+    met = {
+        "p50_ratio_1_client": ratios["p50_ratio_1_client"] is not None
+        and ratios["p50_ratio_1_client"] <= TARGETS["p50_ratio_1_client_max"],
+        f"throughput_ratio_{many}": ratios[f"throughput_ratio_{many}"] is not None
+        and ratios[f"throughput_ratio_{many}"] >= TARGETS["throughput_ratio_16_clients_min"],
+        "every_request_logged": rows == sent,
+        "errors": errors == 0,
+    }
+    report = {
+        "benchmark": "prediction_log",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "http_stack": http_stack(),
+        "store": "SQLite (WAL), uploads not stored",
+        "model": {
+            "version": card.get("version"),
+            "arch": card.get("architecture", {}).get("arch", args.untrained),
+            "input_size": card["preprocessing"]["input_size"],
+        },
+        "images": {"dir": str(args.images), "count": len(images)},
+        "summary": "medians over the rounds; ratios (log on / log off) are the median of each "
+        "round's paired ratio",
+        "results": summary,
+        "ratios": ratios,
+        "requests_to_logged_server": sent,
+        "rows_in_log": rows,
+        "log_counters": counters,
+        "errors": errors,
+        "rounds": rounds,
+        "targets": TARGETS,
+        "targets_met": met,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for name in ("log_on", "log_off"):
+        one, conc = summary[name][single], summary[name][many]
+        print(f"{name:8} p50 {one['p50_ms']} ms | {args.concurrency} clients "
+              f"{conc['throughput_rps']} req/s")  # fmt: skip
+    print(f"ratios (on/off): {ratios}; rows {rows} of {sent} requests; met: {met}")
+
+
+if __name__ == "__main__":
+    main()
