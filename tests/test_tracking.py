@@ -148,4 +148,18 @@ def test_processed_splits_are_logged_as_the_runs_datasets(monkeypatch, tmp_path,
 
 def test_runs_view_url_opens_the_machine_learning_runs_table():
     url = tracking.runs_view_url("http://127.0.0.1:8080/mlflow/", "2")
-    assert url == "http://127.0.0.1:8080/mlflow/#/experiments/2/runs?workflowType=machine_learning"
+    assert url == (
+        "http://127.0.0.1:8080/mlflow/#/experiments/2/runs"
+        "?workflowType=machine_learning&viewStateShareKey=skindx-headline"
+    )
+
+
+def test_the_headline_view_shows_the_test_headline_metrics_best_first(monkeypatch, tmp_path):
+    from skindx.inference.metrics import HEADLINE_METRICS
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow = tracking.configure({"experiment": "skindx-view"})
+    tags = mlflow.get_experiment_by_name("skindx-view").tags
+    view = json.loads(tags[tracking.VIEW_STATE_TAG_PREFIX + tracking.HEADLINE_VIEW])
+    assert view["selectedColumns"][1:] == [f"metrics.`test_{m}`" for m in HEADLINE_METRICS]
+    assert view["orderByKey"] == "metrics.`test_balanced_accuracy`" and not view["orderByAsc"]

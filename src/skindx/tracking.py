@@ -33,6 +33,11 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_DEVELOPMENT = "custom_model_development"
 SPLITS = ("train", "val", "test")
+# A shared view of the runs table (MLflow's "Views"), stored as an experiment tag and named in the
+# URL by viewStateShareKey: the Dataset column and the test headline metrics, best run first, so
+# that two runs are compared by what matters without choosing columns first.
+VIEW_STATE_TAG_PREFIX = "mlflow.sharedViewState."
+HEADLINE_VIEW = "skindx-headline"
 SQLITE_PREFIX = "sqlite:///"
 
 
@@ -66,8 +71,21 @@ def runs_view_url(mlflow_url: str, experiment_id: str) -> str:
     """The MLflow UI's runs table of one experiment (`mlflow_url`: where the UI is, e.g.
     `http://127.0.0.1:8080/mlflow/`), in the machine-learning view rather than the GenAI one."""
     return (
-        f"{mlflow_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        f"{mlflow_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+        f"?workflowType=machine_learning&viewStateShareKey={HEADLINE_VIEW}"
     )
+
+
+def headline_view_state() -> dict[str, Any]:
+    """The runs-table state of `HEADLINE_VIEW` (column keys as MLflow's UI writes them)."""
+    from skindx.inference.metrics import HEADLINE_METRICS, PRIMARY_METRIC
+
+    columns = ["attributes.`Dataset`"] + [f"metrics.`test_{m}`" for m in HEADLINE_METRICS]
+    return {
+        "selectedColumns": columns,
+        "orderByKey": f"metrics.`test_{PRIMARY_METRIC}`",
+        "orderByAsc": False,
+    }
 
 
 def tracking_enabled() -> bool:
@@ -115,8 +133,12 @@ def ensure_experiment(mlflow, name: str, uri: str) -> str:
             experiment_id = found.experiment_id
     else:
         experiment_id = found.experiment_id
-    if found is not None and found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_DEVELOPMENT:
+    tags = found.tags if found is not None else {EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT}
+    if tags.get(EXPERIMENT_KIND_TAG) != MODEL_DEVELOPMENT:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
+    view = json.dumps(headline_view_state(), sort_keys=True)
+    if tags.get(VIEW_STATE_TAG_PREFIX + HEADLINE_VIEW) != view:
+        client.set_experiment_tag(experiment_id, VIEW_STATE_TAG_PREFIX + HEADLINE_VIEW, view)
     return experiment_id
 
 
