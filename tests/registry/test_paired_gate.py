@@ -205,3 +205,36 @@ def test_mlflow_champion_predictions_come_from_the_registry(
     )
     assert tags["promotion.rule"] == "paired_bootstrap"
     assert float(tags["promotion.delta"]) == 0 and float(tags["promotion.ci_low"]) == 0
+
+
+def test_the_package_carries_evaluates_predictions_sealed_by_the_card(tmp_path):
+    """build_package(extra_files=[predictions.csv]), as the package stage calls it: the file is
+    in the package and in the card's sha256 list, so a changed prediction is caught."""
+    from skindx.export.package import build_package
+    from skindx.inference import PreprocessingContract
+    from skindx.inference.model import ModelIntegrityError
+    from tests.conftest import make_untrained_model
+
+    source = write_predictions(
+        tmp_path / "plots" / PREDICTIONS_FILE,
+        image_ids=IMAGE_IDS,
+        lesion_ids=LESIONS,
+        labels=LABELS,
+        probs=np.eye(len(CLASSES))[WEAK],
+        classes=CLASSES,
+    )
+    pkg = build_package(
+        make_untrained_model(),
+        PreprocessingContract(input_size=32),
+        tmp_path / "candidate",
+        metrics=metrics_of(WEAK),
+        extra_files=[source],
+        version="x",
+    )
+    card = verify_package(pkg)
+    assert (pkg / PREDICTIONS_FILE).read_bytes() == source.read_bytes()
+    assert PREDICTIONS_FILE in card["files"]
+    text = (pkg / PREDICTIONS_FILE).read_text().replace(",0,", ",1,", 1)
+    (pkg / PREDICTIONS_FILE).write_text(text)
+    with pytest.raises(ModelIntegrityError, match=PREDICTIONS_FILE):
+        verify_package(pkg)
