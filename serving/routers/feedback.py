@@ -28,6 +28,7 @@ FLUSH_WAIT_S = 3.0
     response_model=FeedbackOut,
     status_code=201,
     responses=error_responses(
+        400,
         401,
         403,
         404,
@@ -35,6 +36,7 @@ FLUSH_WAIT_S = 3.0
         422,
         503,
         texts={
+            400: "The body is not JSON.",
             404: "Feedback is disabled (no SKINDX_REVIEWER_TOKEN), or no logged prediction "
             "has this request id.",
             409: "This prediction is labelled already.",

@@ -20,9 +20,15 @@ pytestmark = pytest.mark.slow
 
 
 def test_api_conforms_to_its_openapi_schema(packaged_model_dir: Path, tmp_path: Path):
-    with run_server(tmp_path, model_dir=packaged_model_dir, admin_token=ADMIN_TOKEN) as srv:
+    with run_server(
+        tmp_path,
+        model_dir=packaged_model_dir,
+        admin_token=ADMIN_TOKEN,
+        reviewer_token=ADMIN_TOKEN,  # one --header below authorises both
+    ) as srv:
         schema = srv.client().get("/openapi.json").json()
         assert "/admin/reload" in schema["paths"]  # the admin API is enabled, so it is tested
+        assert "/feedback" in schema["paths"]  # and so is the feedback API
         result = subprocess.run(
             [
                 str(VENV_BIN / "schemathesis"),
@@ -54,5 +60,5 @@ def test_api_conforms_to_its_openapi_schema(packaged_model_dir: Path, tmp_path: 
         server_log = srv.log()
     report = result.stdout[-12000:] + result.stderr[-2000:]
     assert result.returncode == 0, f"{report}\n--- server log ---\n{server_log[-3000:]}"
-    assert "Tested: 7" in result.stdout, report
+    assert "Tested: 8" in result.stdout, report
     assert "Traceback" not in server_log
