@@ -10,6 +10,11 @@ free loopback ports behind it. Ctrl-C reaches honcho, which stops every process.
 Other settings (environment): SKINDX_RUN_DIR (.run), SKINDX_MODEL_DIR (the API's, default
 serving/model), SKINDX_MLFLOW_BACKEND_URI (sqlite:///mlflow.db), SKINDX_MLFLOW_ARTIFACTS
 (mlartifacts), SKINDX_DOCS_SITE (site), SKINDX_READY_TIMEOUT (seconds, 300).
+MLFLOW_TRACKING_URI, the variable the pipeline reads too, points the stack at another store: a
+database URI (sqlite:///…, postgresql://…) becomes the local MLflow server's backend store; an
+http(s) server (e.g. the compose one, http://host:5000/mlflow) is proxied under /mlflow/ instead
+of starting a local server, and must serve under the /mlflow prefix (--static-prefix /mlflow);
+give it as an IP address (nginx resolves a host name in a variable only with a resolver).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -133,6 +139,21 @@ def body_limits(max_upload_mb: str, max_batch_files: str) -> dict[str, str]:
     }
 
 
+def mlflow_server(tracking_uri: str) -> str | None:
+    """The host:port of an http(s) MLFLOW_TRACKING_URI (nginx proxies /mlflow/ there with the
+    path unchanged, so the server must serve under /mlflow); None for a database URI."""
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https"):
+        return None
+    if parts.scheme == "https" or parts.path.rstrip("/") != "/mlflow" or not parts.port:
+        raise StackError(
+            f"MLFLOW_TRACKING_URI={tracking_uri}: make serve proxies an MLflow server given as "
+            "http://HOST:PORT/mlflow (started with --static-prefix /mlflow); unset it to run "
+            "the local server"
+        )
+    return parts.netloc
+
+
 def stack_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """Every setting the Procfile and the nginx templates use: `environ` over the .env defaults."""
     environ = {**deploy_defaults(), **environ}
@@ -140,6 +161,11 @@ def stack_environment(environ: Mapping[str, str]) -> dict[str, str]:
     http_port = int(environ["SKINDX_HTTP_PORT"])
     api_port, ui_port, mlflow_port = free_port(), free_port(), free_port()
     prefix = run_dir / "nginx"
+    tracking = environ.get("MLFLOW_TRACKING_URI", "")
+    remote_mlflow = mlflow_server(tracking)
+    local_backend = (
+        tracking if tracking and not remote_mlflow else f"sqlite:///{ROOT / 'mlflow.db'}"
+    )
     env = dict(environ)
     env.update(
         SKINDX_HTTP_PORT=str(http_port),
@@ -147,9 +173,8 @@ def stack_environment(environ: Mapping[str, str]) -> dict[str, str]:
         SKINDX_STACK_API_PORT=str(api_port),
         SKINDX_STACK_UI_PORT=str(ui_port),
         SKINDX_STACK_MLFLOW_PORT=str(mlflow_port),
-        SKINDX_MLFLOW_BACKEND_URI=environ.get(
-            "SKINDX_MLFLOW_BACKEND_URI", f"sqlite:///{ROOT / 'mlflow.db'}"
-        ),
+        SKINDX_MLFLOW_BACKEND_URI=environ.get("SKINDX_MLFLOW_BACKEND_URI", local_backend),
+        SKINDX_MLFLOW_REMOTE=remote_mlflow or "",
         SKINDX_MLFLOW_ARTIFACTS=str(
             Path(environ.get("SKINDX_MLFLOW_ARTIFACTS", ROOT / "mlartifacts")).resolve()
         ),
@@ -162,7 +187,7 @@ def stack_environment(environ: Mapping[str, str]) -> dict[str, str]:
         SKINDX_LISTEN=f"127.0.0.1:{http_port}",
         SKINDX_API_ADDR=f"127.0.0.1:{api_port}",
         SKINDX_UI_ADDR=f"127.0.0.1:{ui_port}",
-        SKINDX_MLFLOW_ADDR=f"127.0.0.1:{mlflow_port}",
+        SKINDX_MLFLOW_ADDR=remote_mlflow or f"127.0.0.1:{mlflow_port}",
         SKINDX_RESOLVER="",
         **body_limits(environ["SKINDX_MAX_UPLOAD_MB"], environ["SKINDX_MAX_BATCH_FILES"]),
         # Streamlit's uploader cap (MB), the same number the API and nginx use
@@ -218,7 +243,22 @@ def start(environ: Mapping[str, str]) -> None:
     # honcho becomes this process, so Ctrl-C (or SIGTERM) reaches it and it stops every child;
     # `-e /dev/null`: honcho would read ROOT/.env itself and let it override the environment
     command = ["start", "--no-colour", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)]
-    os.execve(honcho, [honcho, *command, "-e", os.devnull], env)
+    command += [
+        "-e",
+        os.devnull,
+        *procfile_processes(remote_mlflow=bool(env["SKINDX_MLFLOW_REMOTE"])),
+    ]
+    os.execve(honcho, [honcho, *command], env)
+
+
+def procfile_processes(*, remote_mlflow: bool) -> list[str]:
+    """The Procfile's process names, without the local MLflow server when a remote one is used."""
+    names = [
+        line.split(":", 1)[0].strip()
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#") and ":" in line
+    ]
+    return [n for n in names if not (remote_mlflow and n == "mlflow")]
 
 
 def wait_for(checks: Mapping[str, str], deadline: float) -> list[str]:
@@ -243,7 +283,7 @@ def announce(environ: Mapping[str, str]) -> int:
     direct = {
         "API": f"{environ['API_URL']}/ready",
         "UI": f"http://127.0.0.1:{environ['SKINDX_STACK_UI_PORT']}/_stcore/health",
-        "MLflow": f"http://127.0.0.1:{environ['SKINDX_STACK_MLFLOW_PORT']}/mlflow/health",
+        "MLflow": f"http://{environ['SKINDX_MLFLOW_ADDR']}/mlflow/health",
     }
     through_nginx = {
         "API via nginx": f"{url}ready",
