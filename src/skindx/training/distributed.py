@@ -159,7 +159,8 @@ def describe_failure(error: Exception) -> str:
             how = f"exited with code {failure.exitcode}"
         detail = ""
         message = getattr(failure, "message", "")
-        if message and not message.startswith("To enable traceback"):
+        # (a signal's message only repeats the signal and pid; the generic hint is no detail)
+        if message and failure.exitcode >= 0 and not message.startswith("To enable traceback"):
             detail = f": {message.strip().splitlines()[-1]}"
         lines.append(
             f"rank {rank} (local rank {failure.local_rank}, pid {failure.pid}) {how}{detail}"
