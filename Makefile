@@ -128,8 +128,8 @@ test-fast: install ## the tests without the slow ones
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install ## ruff
-	$(VENV)/bin/ruff check src pipelines serving app bench tests scripts
-	$(VENV)/bin/ruff format --check src pipelines serving app bench tests scripts
+	$(VENV)/bin/ruff check src pipelines serving app bench tests scripts deploy docs/hooks notebooks
+	$(VENV)/bin/ruff format --check src pipelines serving app bench tests scripts deploy docs/hooks notebooks
 
 bench: install ## benchmarks (write bench/results/*.json)
 	$(PY) bench/train_throughput.py
