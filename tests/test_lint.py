@@ -10,7 +10,18 @@ from tests.conftest import REPO_ROOT, VENV_BIN
 
 pytestmark = pytest.mark.slow  # ruff over the whole tree: `make lint` is the quick way
 
-PATHS = ["src", "pipelines", "serving", "app", "bench", "tests", "scripts", "deploy", "docs/hooks", "notebooks"]
+PATHS = [
+    "src",
+    "pipelines",
+    "serving",
+    "app",
+    "bench",
+    "tests",
+    "scripts",
+    "deploy",
+    "docs/hooks",
+    "notebooks",
+]
 
 
 @pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
