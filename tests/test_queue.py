@@ -74,6 +74,11 @@ def test_two_queued_experiments_are_compared_applied_and_promoted(quick_project,
 
     project_copy = quick_project.copy_to(tmp_path / "p")
     project, env = project_copy.path, dict(project_copy.env)
+    # the baseline a team experiments from is committed, dvc.lock included: an experiment that
+    # stops at `package` keeps the baseline's promote entry, which `dvc exp apply` checks out
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "baseline"], cwd=project, check=True)
     # the default relative store (sqlite:///mlflow.db), as a user has it: the queued runs must
     # find the checkout's mlflow.db through DVC_ROOT, not create one in their temporary copy
     env.pop("MLFLOW_TRACKING_URI")
