@@ -17,8 +17,12 @@ WORKDIR /mlflow
 EXPOSE 5000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=5 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/mlflow/health', timeout=4)"]
+# uvicorn's supervisor kills a worker that does not answer its ping within 5 s by default: on a
+# loaded machine (the trainer importing torch next to it) that killed a worker mid-request (502
+# through nginx); 60 s still replaces a truly hung worker
 CMD ["mlflow", "server", \
      "--backend-store-uri", "sqlite:////mlflow/db/mlflow.db", \
      "--artifacts-destination", "/mlflow/artifacts", \
      "--host", "0.0.0.0", "--port", "5000", \
-     "--static-prefix", "/mlflow", "--workers", "2"]
+     "--static-prefix", "/mlflow", "--workers", "2", \
+     "--uvicorn-opts", "--timeout-worker-healthcheck 60"]

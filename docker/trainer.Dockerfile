@@ -35,22 +35,42 @@ RUN set -e; \
 COPY pipeline.txt /tmp/requirements/pipeline.txt
 RUN pip install -r /tmp/requirements/pipeline.txt
 
-# SIGTERM (docker stop, Ctrl-C of `compose run`) becomes SystemExit in every Python process of
-# the pipeline, so `with mlflow.start_run()` ends the run (FAILED) instead of leaving it RUNNING.
-# A .pth line, not sitecustomize.py, which a distribution's own sitecustomize would shadow.
+# SIGTERM (docker stop, Ctrl-C of `compose run`): tini (PID 1, -g) forwards it to the whole
+# process group: dvc, the stage's /bin/sh and the stage's Python. At their defaults dvc and the
+# shell die at once, tini exits with them and the teardown kills the stage before it ends its
+# MLflow run (RUNNING forever). So, in a module every Python process imports (a .pth line, not
+# sitecustomize.py, which a distribution's own sitecustomize would shadow; sys.argv is set by
+# then):
+# - dvc ignores SIGTERM, and so does the stage's shell, which inherits the ignored disposition
+#   (dash does not exec the stage's command); dvc waits for the stage and exits when it does;
+# - every other Python process turns SIGTERM into SystemExit, so `with mlflow.start_run()` ends
+#   the run (FAILED) and finally blocks run. That includes the stage under an ignoring dvc, marked
+#   by an environment variable (an exec keeps an ignored signal ignored).
 RUN site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
  && printf '%s\n' \
-    '"""SkinDX trainer image: SIGTERM exits Python cleanly (finally blocks, MLflow run end)."""' \
+    '"""SkinDX trainer image: SIGTERM ends the pipeline cleanly (see trainer.Dockerfile)."""' \
+    'import os' \
     'import signal' \
+    'import sys' \
+    '' \
+    '_MARK = "SKINDX_SIGTERM_IGNORED_BY_DVC"' \
     '' \
     '' \
     'def _exit(signum, frame):' \
     '    raise SystemExit(128 + signum)' \
     '' \
     '' \
-    'if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:' \
+    '_current = signal.getsignal(signal.SIGTERM)' \
+    'if os.path.basename(sys.argv[0] if sys.argv else "") == "dvc":' \
+    '    if _current in (signal.SIG_DFL, signal.SIG_IGN):' \
+    '        signal.signal(signal.SIGTERM, signal.SIG_IGN)' \
+    '        os.environ[_MARK] = "1"' \
+    'elif _current is signal.SIG_DFL or (' \
+    '    _current is signal.SIG_IGN and os.environ.pop(_MARK, None) == "1"' \
+    '):' \
     '    signal.signal(signal.SIGTERM, _exit)' \
     > "$site/skindx_sigterm.py" \
+ && python -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$site/skindx_sigterm.py" \
  && echo 'import skindx_sigterm' > "$site/skindx-sigterm.pth"
 
 # the default user; compose runs it as SKINDX_UID:SKINDX_GID, the owner of the checkout
