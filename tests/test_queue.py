@@ -168,7 +168,8 @@ def test_two_queued_experiments_are_compared_applied_and_promoted(quick_project,
     )
     assert decision["decision"] == "promoted", decision
     assert str(decision["candidate"]["version"]) == str(version)
-    assert client.get_model_version_by_alias(registered, alias).version == str(version)
+    # ModelVersion.version is an int in MLflow 3's client, a str in the card's JSON
+    assert str(client.get_model_version_by_alias(registered, alias).version) == str(version)
     serving = json.loads(
         (project / params["paths"]["serving_model_dir"] / "model.json").read_text()
     )
