@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sqlite3
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 
 import httpx
-from bench_serving import DEFAULT_IMAGES, ROOT, free_port, http_stack, load, median_of, server
+from bench_serving import DEFAULT_IMAGES, ROOT, free_port, load, median_of, report_header, server
 
 TARGETS = {"p50_ratio_1_client_max": 1.10, "throughput_ratio_16_clients_min": 0.90}
 
@@ -158,15 +157,7 @@ def main() -> None:
         "errors": errors == 0,
     }
     report = {
-        "benchmark": "prediction_log",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "http_stack": http_stack(),
+        **report_header("prediction_log"),
         "store": "SQLite (WAL), uploads not stored",
         "model": {
             "version": card.get("version"),

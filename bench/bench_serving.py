@@ -162,6 +162,21 @@ def http_stack() -> dict:
     }
 
 
+def report_header(benchmark: str) -> dict:
+    """The fields every serving benchmark's JSON starts with: what ran, when, where, on what."""
+    return {
+        "benchmark": benchmark,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "http_stack": http_stack(),
+    }
+
+
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     """numerator / denominator, or None when a phase answered nothing (no latency to compare)."""
     if not numerator or not denominator:
@@ -307,15 +322,7 @@ def main() -> None:
         "errors": errors == 0,
     }
     report = {
-        "benchmark": "serving",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "http_stack": http_stack(),
+        **report_header("serving"),
         "client": args.client,
         "model": {
             "dir": str(model_dir),
