@@ -10,8 +10,10 @@ import numpy as np
 from PIL import Image
 
 from serving.engine import InferenceResult
-from serving.recording import NOT_LOGGED, Logged
+from serving.predlog.writer import PredictionLog
+from serving.recording import NOT_LOGGED, Logged, record_prediction
 from serving.schemas import ClassProbability, ModelCard, Prediction
+from serving.uploads import UploadFacts, elapsed_ms
 from skindx.inference.cam import overlay
 from skindx.inference.classes import CLASS_INFO
 from skindx.inference.metrics import HEADLINE_METRICS, METRIC_LABELS
@@ -68,3 +70,30 @@ def model_card(model: PackagedModel) -> ModelCard:
     card["classes"] = [CLASS_INFO[code].to_dict() for code in model.classes]
     card["metric_labels"] = {name: METRIC_LABELS[name] for name in HEADLINE_METRICS}
     return ModelCard.model_validate(card)
+
+
+def answer(
+    log: PredictionLog | None,
+    result: InferenceResult,
+    facts: UploadFacts | None,
+    started: float,
+    *,
+    request_id: str,
+    endpoint: str,
+    http_request_id: str | None = None,
+    batch_index: int | None = None,
+) -> Prediction:
+    """An answered image's latency, its one prediction-log record and its response body: the
+    same steps for /predict, each file of /predict/batch and /explain."""
+    latency = elapsed_ms(started)
+    logged = record_prediction(
+        log,
+        request_id=request_id,
+        http_request_id=http_request_id or request_id,
+        endpoint=endpoint,
+        batch_index=batch_index,
+        result=result,
+        facts=facts,
+        latency_ms=latency,
+    )
+    return build_prediction(result, latency, request_id, logged)

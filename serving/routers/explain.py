@@ -16,11 +16,10 @@ from serving.deps import (
     RequestIdDep,
     SettingsDep,
 )
-from serving.recording import record_prediction
-from serving.responses import build_prediction, explanation_png
+from serving.responses import answer, build_prediction, explanation_png
 from serving.routers.predict import ImageFile
 from serving.schemas import ClassCode, Explanation
-from serving.uploads import UPLOAD_ERRORS, decode, elapsed_ms, infer, read_upload
+from serving.uploads import UPLOAD_ERRORS, decode, infer, read_upload
 
 router = APIRouter(tags=["inference"])
 
@@ -56,18 +55,9 @@ async def explain(
         settings.explain_size,
         limiter=limiter,
     )
-    latency = elapsed_ms(started)
-    logged = record_prediction(
-        log,
-        request_id=request_id,
-        http_request_id=request_id,
-        endpoint="explain",
-        batch_index=None,
-        result=result,
-        facts=upload.facts,
-        latency_ms=latency,
+    prediction = answer(
+        log, result, upload.facts, started, request_id=request_id, endpoint="explain"
     )
-    prediction = build_prediction(result, latency, request_id, logged)
     return Explanation(
         **prediction.model_dump(),
         explained_class=explained,

@@ -18,8 +18,7 @@ from serving.deps import (
     SettingsDep,
 )
 from serving.errors import ApiError
-from serving.recording import record_prediction
-from serving.responses import build_prediction
+from serving.responses import answer
 from serving.schemas import BatchItem, BatchPrediction, Prediction
 from serving.uploads import UPLOAD_ERRORS, decode, elapsed_ms, infer, read_upload, refusal
 from skindx.inference.images import ImageDecodeError
@@ -45,18 +44,7 @@ async def predict(
     started = time.perf_counter()
     upload = await decode(await read_upload(file, settings), settings, engine, limiter)
     (result,) = await infer([upload.item], settings, engine)
-    latency = elapsed_ms(started)
-    logged = record_prediction(
-        log,
-        request_id=request_id,
-        http_request_id=request_id,
-        endpoint="predict",
-        batch_index=None,
-        result=result,
-        facts=upload.facts,
-        latency_ms=latency,
-    )
-    return build_prediction(result, latency, request_id, logged)
+    return answer(log, result, upload.facts, started, request_id=request_id, endpoint="predict")
 
 
 def _nothing_to_classify(refusals: list[BatchItem]) -> ApiError:
@@ -116,19 +104,16 @@ async def predict_batch(
         if isinstance(outcome, BatchItem):
             results.append(outcome)
             continue
-        result, latency = next(inferred), elapsed_ms(started)
-        item_id = f"{request_id}-{index}"
-        logged = record_prediction(
+        prediction = answer(
             log,
-            request_id=item_id,
+            next(inferred),
+            outcome.facts,
+            started,
+            request_id=f"{request_id}-{index}",
             http_request_id=request_id,
             endpoint="batch",
             batch_index=index,
-            result=result,
-            facts=outcome.facts,
-            latency_ms=latency,
         )
-        prediction = build_prediction(result, latency, item_id, logged)
         results.append(BatchItem(filename=upload.filename, status_code=200, prediction=prediction))
     version = next(r.prediction.model_version for r in results if r.prediction)
     return BatchPrediction(
