@@ -42,6 +42,7 @@ class ProjectPaths:
     validation_docs: Path
     processed_dir: Path
     preprocess_reports: Path
+    pretrain_dir: Path
     train_dir: Path
     history_csv: Path
     metrics: Path
