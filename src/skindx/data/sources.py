@@ -28,7 +28,7 @@ import pandas as pd
 
 from skindx.data.errors import SourceError
 from skindx.data.images import IMAGE_SUFFIXES
-from skindx.inference.classes import CLASS_CODES
+from skindx.inference.classes import CLASS_CODES, CLASS_INFO
 
 ENV_VAR = "SKINDX_DATA_DIR"
 METADATA_COLUMNS = ("image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization")
@@ -141,8 +141,11 @@ def _find_file(root: Path, names: tuple[str, ...], max_depth: int = 2) -> Path |
     return min(found)[2] if found else None
 
 
-def index_images(root: Path) -> dict[str, Path]:
-    """image_id -> file for every `ISIC_<digits>.<jpg|jpeg|png>` under root (any depth).
+def index_images(
+    root: Path, *, any_name: bool = False, suffixes: tuple[str, ...] = IMAGE_SUFFIXES
+) -> dict[str, Path]:
+    """image_id -> file for every `ISIC_<digits>.<jpg|jpeg|png>` under root (any depth), or
+    with `any_name` every image file, keyed by its name without the suffix.
 
     The Kaggle upload ships each image twice (`HAM10000_images_part_1` and
     `ham10000_images_part_1`); the first in sorted order wins.
@@ -151,7 +154,7 @@ def index_images(root: Path) -> dict[str, Path]:
     for folder, filenames in _walk(root):
         for name in filenames:
             stem, suffix = os.path.splitext(name)
-            if suffix.lower() in IMAGE_SUFFIXES and _IMAGE_NAME.match(stem):
+            if suffix.lower() in suffixes and (any_name or _IMAGE_NAME.match(stem)):
                 index.setdefault(stem, folder / name)
     return index
 
@@ -206,6 +209,21 @@ def _read_ham_layout(root: Path, metadata_file: Path) -> tuple[pd.DataFrame, tup
     return table[present].copy(), ()
 
 
+def onehot_labels(truth: pd.DataFrame, class_columns: list[str]) -> pd.Series:
+    """The class column that holds the 1 of each row of a one-hot ground-truth table.
+    A row that is not exactly one-hot keeps a readable label (`not-one-hot(mel+nv)`) for
+    validation (or external scoring) to report."""
+    onehot = truth[class_columns].apply(pd.to_numeric, errors="coerce").fillna(0.0) >= 0.5
+    hot_count = onehot.sum(axis=1)
+    dx = onehot.idxmax(axis=1).where(hot_count == 1)
+    bad = hot_count != 1
+    dx[bad] = [
+        "not-one-hot(" + "+".join(c for c in class_columns if row[c]) + ")"
+        for _, row in onehot[bad].iterrows()
+    ]
+    return dx
+
+
 def _read_isic_layout(root: Path, ground_truth: Path) -> tuple[pd.DataFrame, tuple[str, ...]]:
     truth = _read_table(ground_truth)
     groupings_file = _find_file(root, (ISIC_LESION_GROUPINGS,))
@@ -220,16 +238,7 @@ def _read_isic_layout(root: Path, ground_truth: Path) -> tuple[pd.DataFrame, tup
             f"{ground_truth} should have an `image` column and one-hot columns "
             f"{', '.join(c.upper() for c in CLASS_CODES)}; found {', '.join(truth.columns)}"
         )
-    onehot = truth[class_columns].apply(pd.to_numeric, errors="coerce").fillna(0.0) >= 0.5
-    hot_count = onehot.sum(axis=1)
-    dx = onehot.idxmax(axis=1).where(hot_count == 1)
-    # A row that is not exactly one-hot keeps a readable label for validation to report.
-    bad = hot_count != 1
-    dx[bad] = [
-        "not-one-hot(" + "+".join(c for c in class_columns if row[c]) + ")"
-        for _, row in onehot[bad].iterrows()
-    ]
-    table = pd.DataFrame({"image_id": truth["image_id"], "dx": dx})
+    table = pd.DataFrame({"image_id": truth["image_id"], "dx": onehot_labels(truth, class_columns)})
 
     groupings = _read_table(groupings_file)
     if not {"image_id", "lesion_id"} <= set(groupings.columns):
@@ -312,3 +321,162 @@ def materialize(
             )
         return fetched
     return fetch_all(download_params, download_dir, progress=progress)
+
+
+# --- labelled folders for external validation (skindx.evaluation.external) ---------------------
+# The same layouts as ingest, read for scoring instead of training: only the labels are needed
+# (no lesion groupings, no metadata columns), image files may have any name, and a third layout
+# is recognised, a folder per class (`mel/`, `nv/`, ...), which is how most people sort images.
+EXTERNAL_LAYOUTS = ("ham-metadata", "isic-onehot", "class-folders")
+EXTERNAL_SUFFIXES = (*IMAGE_SUFFIXES, ".webp")  # what the serving API accepts
+# ISIC 2019/2020 spell akiec as AK and add classes that HAM10000 (so the model) does not have.
+LABEL_ALIASES = {
+    "ak": "akiec",
+    "actinic keratosis": "akiec",
+    "basal cell carcinoma": "bcc",
+    "benign keratosis": "bkl",
+    "seborrheic keratosis": "bkl",
+    "dermatofibroma": "df",
+    "melanoma": "mel",
+    "nevus": "nv",
+    "melanocytic nevus": "nv",
+    "vascular lesion": "vasc",
+    **{info.name.lower(): code for code, info in CLASS_INFO.items()},
+}
+ISIC_OTHER_CLASSES = ("scc", "unk")  # ISIC 2019 one-hot columns outside the seven
+EXPECTED_LABELLED_LAYOUTS = (
+    "expected one of: a metadata CSV with image_id and dx columns (HAM10000_metadata.csv) "
+    "plus the images, a one-hot ground-truth CSV (image, MEL, NV, BCC, AKIEC or AK, BKL, DF, "
+    "VASC: the ISIC layout) plus the images, or a folder per class named by its code "
+    f"({', '.join(c + '/' for c in CLASS_CODES)}) holding the images"
+)
+
+
+def class_code(label: object) -> str | None:
+    """A class code for a label as people write it (`MEL`, `AK`, `Melanoma`), or None."""
+    if label is None or (isinstance(label, float) and label != label):
+        return None
+    text = str(label).strip().lower()
+    if text in CLASS_CODES:
+        return text
+    return LABEL_ALIASES.get(text)
+
+
+@dataclass
+class LabelledFolder:
+    """A labelled folder read into one table: `image_id`, `dx` (the label as written),
+    `label` (its class code; None when it is not one of the seven), `lesion_id` (NA when the
+    layout has none) and `source_path` (the image file; None when it is missing)."""
+
+    root: Path
+    layout: str  # one of EXTERNAL_LAYOUTS
+    table: pd.DataFrame
+    labels_file: Path | None  # the CSV the labels came from (None for class folders)
+    unlisted_images: int = 0  # image files that no label row mentions
+    other_folders: tuple[str, ...] = ()  # class-folders: subfolders not named by a class
+
+    @property
+    def n_missing_images(self) -> int:
+        return int(self.table["source_path"].isna().sum())
+
+
+def _find_onehot_csv(root: Path) -> Path | None:
+    """ISIC2018_Task3_*GroundTruth.csv, else the one CSV near the top with an image column
+    and at least two class columns (ISIC 2019's `image,MEL,NV,BCC,AK,...` included)."""
+    named = _find_file(root, (ISIC_GROUND_TRUTH,))
+    if named is not None:
+        return named
+    for folder, filenames in _walk(root, max_depth=1):
+        for name in filenames:
+            if not name.lower().endswith((".csv", ".tab", ".tsv")):
+                continue
+            try:
+                with (folder / name).open(encoding="utf-8-sig") as fh:
+                    header = fh.readline().lower()
+            except (OSError, UnicodeDecodeError):
+                continue
+            columns = [COLUMN_ALIASES.get(c.strip(), c.strip()) for c in re.split("[,\t]", header)]
+            if "image_id" in columns and sum(class_code(c) is not None for c in columns) >= 2:
+                return folder / name
+    return None
+
+
+def _labelled_from_table(table: pd.DataFrame, images: dict[str, Path]) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            "image_id": table["image_id"].astype(str),
+            "dx": table["dx"],
+            "label": [class_code(v) for v in table["dx"]],
+            "lesion_id": table["lesion_id"] if "lesion_id" in table.columns else pd.NA,
+        }
+    ).reset_index(drop=True)
+    out["source_path"] = [images.get(i) for i in out["image_id"]]
+    return out
+
+
+def _read_class_folders(root: Path) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    rows, others = [], []
+    for entry in sorted(root.iterdir()):
+        if not entry.is_dir() or entry.name in _SKIP_DIRS or entry.name.startswith("."):
+            continue
+        code = class_code(entry.name)
+        if code is None:
+            others.append(entry.name)
+            continue
+        for image_id, path in sorted(
+            index_images(entry, any_name=True, suffixes=EXTERNAL_SUFFIXES).items()
+        ):
+            rows.append(
+                {"image_id": image_id, "dx": entry.name, "label": code, "source_path": path}
+            )
+    table = pd.DataFrame(rows, columns=["image_id", "dx", "label", "source_path"])
+    table.insert(3, "lesion_id", pd.NA)
+    return table, tuple(others)
+
+
+def read_labelled_folder(root: Path) -> LabelledFolder:
+    """Detect the layout of a labelled folder (EXTERNAL_LAYOUTS, tried in that order) and read
+    it; SourceError says what was expected. Ingest's metadata and one-hot readers, without the
+    training-only requirements (lesion groupings, ISIC_<digits> file names)."""
+    root = Path(root)
+    if not root.is_dir():
+        what = "does not exist" if not root.exists() else "is not a folder"
+        raise SourceError(f"labelled folder {root} {what}; {EXPECTED_LABELLED_LAYOUTS}")
+    images = index_images(root, any_name=True, suffixes=EXTERNAL_SUFFIXES)
+    metadata_file = _find_metadata_csv(root)
+    onehot_file = None if metadata_file is not None else _find_onehot_csv(root)
+    others: tuple[str, ...] = ()
+    if metadata_file is not None:
+        layout, labels_file = "ham-metadata", metadata_file
+        table = _labelled_from_table(_read_table(metadata_file), images)
+    elif onehot_file is not None:
+        layout, labels_file = "isic-onehot", onehot_file
+        truth = _read_table(onehot_file)
+        truth.columns = [
+            class_code(c) if c not in ISIC_OTHER_CLASSES and class_code(c) else c
+            for c in truth.columns
+        ]
+        class_columns = [c for c in truth.columns if c in CLASS_CODES or c in ISIC_OTHER_CLASSES]
+        truth["dx"] = onehot_labels(truth, class_columns)
+        groupings = _find_file(root, (ISIC_LESION_GROUPINGS,))
+        if groupings is not None:
+            lesions = _read_table(groupings)
+            if {"image_id", "lesion_id"} <= set(lesions.columns):
+                lesions = lesions[["image_id", "lesion_id"]].drop_duplicates("image_id")
+                truth = truth.merge(lesions, on="image_id", how="left")
+        table = _labelled_from_table(truth, images)
+    else:
+        layout, labels_file = "class-folders", None
+        table, others = _read_class_folders(root)
+        if table.empty:
+            found = f" (found the folders {', '.join(others)})" if others else ""
+            raise SourceError(f"no labels found in {root}{found}; {EXPECTED_LABELLED_LAYOUTS}")
+    listed = set(table["image_id"])
+    return LabelledFolder(
+        root=root,
+        layout=layout,
+        table=table,
+        labels_file=labels_file,
+        unlisted_images=sum(1 for i in images if i not in listed),
+        other_folders=others,
+    )
