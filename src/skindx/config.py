@@ -51,6 +51,8 @@ class ProjectPaths:
     candidate_dir: Path
     serving_model_dir: Path
     promotions_log: Path
+    external_report: Path
+    external_predictions: Path
     mlflow_db: Path
 
     @classmethod
