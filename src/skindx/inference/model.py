@@ -1,7 +1,8 @@
 """Load a packaged model for serving: verify it, then run it with ONNX Runtime.
 
 A package is a directory with `model.json` (the model card) and the files it lists with their
-sha256 (`model.onnx`, `weights.safetensors`, `cam_head.npy`). Nothing is loaded until every
+sha256 (`model.onnx`, `weights.safetensors`, `cam_head.npy`, and the out-of-distribution
+scorer's `ood.json` + arrays when the card has an `ood` section). Nothing is loaded until every
 listed file is present and matches its hash. numpy + onnxruntime only: never imports torch.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from skindx.inference.cam import cam_for_class
 from skindx.inference.hashing import sha256_file
+from skindx.inference.ood import OOD_FILE, OodError, OodScorer
 from skindx.inference.preprocessing import PreprocessingContract, normalize
 from skindx.inference.resources import cpu_threads
 
@@ -75,10 +77,9 @@ def verify_package(path: str | Path) -> dict[str, Any]:
     if not isinstance(files, dict) or not files:
         raise ModelIntegrityError(f"{path / CARD_FILE} lists no files to verify")
     cam_head = (card.get("cam") or {}).get("head", CAM_HEAD_FILE)
+    required = [ONNX_FILE, cam_head, *ood_files(card)]
     problems = [
-        f"{name}: required but not listed in the card"
-        for name in (ONNX_FILE, cam_head)
-        if name not in files
+        f"{name}: required but not listed in the card" for name in required if name not in files
     ]
     recorded = card.get(CARD_DIGEST_KEY)
     if recorded is None:
@@ -115,6 +116,14 @@ def verify_package(path: str | Path) -> dict[str, Any]:
     return card
 
 
+def ood_files(card: dict[str, Any]) -> list[str]:
+    """The scorer's files a card with an `ood` section must list (and so seal)."""
+    spec = card.get("ood")
+    if not isinstance(spec, dict):
+        return []
+    return [OOD_FILE, *(str(v) for v in (spec.get("files") or {}).values())]
+
+
 def create_session(onnx_path: str | Path, threads: int | None = None, providers=None):
     """An ONNX Runtime session on `onnx_path` with intra-op threads = usable CPUs
     (skindx.inference.resources.cpu_threads: affinity and the container's CPU quota)."""
@@ -145,6 +154,17 @@ def load_cam_head(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return head[:, :-1].astype(np.float32), head[:, -1].astype(np.float32)
 
 
+@dataclass(frozen=True)
+class ModelOutput:
+    """One batch through the model: what serving answers with."""
+
+    probabilities: np.ndarray  # [N, C], temperature-calibrated
+    features: np.ndarray  # [N, K, h, w] layer4
+    logits: np.ndarray  # [N, C]
+    ood_scores: np.ndarray | None  # [N] (higher = stranger); None: the package has no scorer
+    in_distribution: np.ndarray | None  # [N] bool
+
+
 @dataclass
 class PackagedModel:
     path: Path
@@ -153,6 +173,7 @@ class PackagedModel:
     session: Any = field(repr=False)
     cam_weight: np.ndarray = field(repr=False)
     cam_bias: np.ndarray = field(repr=False)
+    ood: OodScorer | None = field(default=None, repr=False)
 
     @property
     def version(self) -> str:
@@ -185,6 +206,15 @@ class PackagedModel:
         logits, features = self.run(normalize(images, self.contract))
         return softmax(logits, self.temperature), features
 
+    def analyse(self, images: np.ndarray) -> ModelOutput:
+        """uint8 (N, S, S, 3) -> probabilities, features and (with a scorer) OOD scores."""
+        logits, features = self.run(normalize(images, self.contract))
+        scores = inside = None
+        if self.ood is not None:
+            scores = self.ood.score(features, logits)
+            inside = self.ood.in_distribution(scores)
+        return ModelOutput(softmax(logits, self.temperature), features, logits, scores, inside)
+
     def cam(
         self, features: np.ndarray, class_index: int, size: tuple[int, int] | None = None
     ) -> np.ndarray:
@@ -204,6 +234,17 @@ def load_packaged_model(
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelIntegrityError(f"{path / CARD_FILE}: bad preprocessing contract: {exc}") from exc
     weight, bias = load_cam_head(path / (card.get("cam") or {}).get("head", CAM_HEAD_FILE))
+    ood = None
+    if isinstance(card.get("ood"), dict):
+        try:
+            ood = OodScorer.from_dict(card["ood"], path)
+        except OodError as exc:
+            raise ModelIntegrityError(f"{path}: bad out-of-distribution scorer: {exc}") from exc
+        if ood.feature_channels not in (None, weight.shape[1]):
+            raise ModelIntegrityError(
+                f"{path}: the out-of-distribution scorer has {ood.feature_channels} feature "
+                f"channels, the model {weight.shape[1]}"
+            )
     session = create_session(path / ONNX_FILE, threads=threads, providers=providers)
     outputs = [o.name for o in session.get_outputs()]
     if tuple(outputs) != OUTPUT_NAMES or len(card["classes"]) != weight.shape[0]:
@@ -211,4 +252,4 @@ def load_packaged_model(
             f"{path}: model outputs {outputs} / {weight.shape[0]} CAM classes do not match the "
             f"card ({list(OUTPUT_NAMES)}, {len(card['classes'])} classes)"
         )
-    return PackagedModel(path, card, contract, session, weight, bias)
+    return PackagedModel(path, card, contract, session, weight, bias, ood)
