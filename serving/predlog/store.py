@@ -1,4 +1,5 @@
-"""Reads and writes of POST /feedback (synchronous: the router runs them in a worker thread)."""
+"""Reads and writes of POST /feedback (synchronous: the router runs them in a worker thread),
+and the reviewed cases that ingest's feedback source (skindx.data.feedback) reads back."""
 
 from __future__ import annotations
 
@@ -23,6 +24,21 @@ class AlreadyLabelledError(RuntimeError):
         super().__init__(f"request {request_id} was labelled {label!r} at {created_at}")
         self.label = label
         self.created_at = created_at
+
+
+# what a reviewed case brings to ingest: the label and its provenance, and where the image is
+REVIEWED_CASE_COLUMNS = (
+    "request_id",
+    "label",
+    "reviewer",
+    "reviewed_at",
+    "predicted_at",
+    "predicted_class",
+    "model_version",
+    "image_sha256",
+    "image_format",
+    "image_path",
+)
 
 
 @dataclass(frozen=True)
@@ -94,3 +110,33 @@ def _refuse_if_labelled(connection, request_id: str) -> None:
     ).first()
     if existing is not None:
         raise AlreadyLabelledError(request_id, existing.label, existing.created_at)
+
+
+def reviewed_cases(
+    engine: Engine, since: datetime | None = None, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Every labelled prediction whose label was given in [since, until) (either bound open
+    when None), oldest review first: REVIEWED_CASE_COLUMNS, `image_path` relative to the
+    uploads dir and None when the image was not stored (or pruned by the retention)."""
+    query = (
+        select(
+            feedback.c.request_id,
+            feedback.c.label,
+            feedback.c.reviewer,
+            feedback.c.created_at.label("reviewed_at"),
+            predictions.c.created_at.label("predicted_at"),
+            predictions.c.predicted_class,
+            predictions.c.model_version,
+            predictions.c.image_sha256,
+            predictions.c.image_format,
+            predictions.c.image_path,
+        )
+        .select_from(feedback.join(predictions, feedback.c.request_id == predictions.c.request_id))
+        .order_by(feedback.c.created_at, feedback.c.id)
+    )
+    if since is not None:
+        query = query.where(feedback.c.created_at >= since)
+    if until is not None:
+        query = query.where(feedback.c.created_at < until)
+    with engine.connect() as connection:
+        return [dict(row) for row in connection.execute(query).mappings()]

@@ -28,7 +28,23 @@ METADATA_FILE = "metadata.csv"
 MANIFEST_FILE = "manifest.json"
 IMAGES_DIR = "images"
 # Read back as text so ids and codes are never reinterpreted as numbers.
-TEXT_COLUMNS = ("image_id", "lesion_id", "dx", "dx_type", "sex", "localization", "path", "sha256")
+TEXT_COLUMNS = (
+    "image_id",
+    "lesion_id",
+    "dx",
+    "dx_type",
+    "sex",
+    "localization",
+    "path",
+    "sha256",
+    # reviewed cases' provenance (skindx.data.feedback), present once ingest adds them
+    "origin",
+    "request_id",
+    "reviewer",
+    "reviewed_at",
+    "predicted_class",
+    "model_version",
+)
 
 
 def compute_data_hash(metadata: pd.DataFrame) -> str:

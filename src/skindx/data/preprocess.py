@@ -25,6 +25,7 @@ from skindx.data.splits import (
     class_counts,
     class_weights,
     split_fractions,
+    train_only,
 )
 from skindx.inference.preprocessing import PreprocessingContract
 
@@ -44,19 +45,25 @@ def require_validated(summary_path: Path) -> None:
 
 
 def make_splits(meta: pd.DataFrame, data_params: Mapping[str, Any]) -> pd.DataFrame:
-    """Cap, split and cap train; returns the kept rows with `split` and `label` columns."""
+    """Cap, split and cap train; returns the kept rows with `split` and `label` columns.
+
+    Train-only rows (reviewed cases, `splits.train_only`) skip the caps and the split: they
+    join the training split, so validation and test are the same with or without them."""
     classes = list(data_params["classes"])
     unknown = sorted(set(meta["dx"].astype(str)) - set(classes))
     if unknown:
         raise DataError(f"labels {unknown} are not in data.classes {classes}")
     split_params = data_params.get("split", {})
     seed = int(split_params.get("seed", 42))
-    rows = cap_by_lesion(meta, data_params.get("max_per_class"), seed)
+    extra = train_only(meta)
+    rows = cap_by_lesion(meta[~extra], data_params.get("max_per_class"), seed)
     rows = rows.assign(split=assign_splits(rows, split_fractions(split_params), seed))
     train_cap = data_params.get("train_max_per_class")
     if train_cap is not None:
         train = cap_by_lesion(rows[rows["split"] == "train"], train_cap, seed)
         rows = pd.concat([train, rows[rows["split"] != "train"]])
+    if extra.any():
+        rows = pd.concat([rows, meta[extra].assign(split="train")])
     rows = rows.assign(label=rows["dx"].map({c: i for i, c in enumerate(classes)}).astype("int64"))
     return rows.sort_values(["split", "image_id"], kind="stable")
 
@@ -102,6 +109,7 @@ def preprocess(
         "n_images": sizes,
         "n_raw_images": len(meta),
         "n_dropped_by_caps": len(meta) - len(rows),
+        "n_train_only": int(train_only(rows).sum()),  # reviewed cases added to train
         "split": dict(data_params.get("split", {})),
         "max_per_class": data_params.get("max_per_class"),
         "train_max_per_class": data_params.get("train_max_per_class"),

@@ -20,6 +20,11 @@ import pandas as pd
 from skindx.data.errors import DataError
 
 SPLITS = ("train", "val", "test")
+# Rows of metadata.csv say where they came from once ingest adds a second source; reviewed
+# cases from the prediction log (skindx.data.feedback) only ever train: validation and test
+# stay the main dataset's fixed, lesion-grouped splits, so models compare across promotions.
+ORIGIN_COLUMN = "origin"
+TRAIN_ONLY_ORIGINS = ("feedback",)
 
 
 def split_fractions(split_params: Mapping[str, Any]) -> dict[str, float]:
@@ -32,6 +37,13 @@ def split_fractions(split_params: Mapping[str, Any]) -> dict[str, float]:
     if fractions["train"] <= 0:
         raise DataError("data.split.train must be > 0")
     return fractions
+
+
+def train_only(df: pd.DataFrame) -> pd.Series:
+    """True for the rows that go to the training split whatever the split fractions say."""
+    if ORIGIN_COLUMN not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df[ORIGIN_COLUMN].isin(TRAIN_ONLY_ORIGINS)
 
 
 def lesion_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -47,7 +47,10 @@ LOCALIZATIONS = (
     "unknown",
     "upper extremity",
 )
-DX_TYPES = ("histo", "follow_up", "consensus", "confocal")
+# HAM10000's confirmation types, and `review`: a reviewer's label from POST /feedback
+DX_TYPES = ("histo", "follow_up", "consensus", "confocal", "review")
+# ids of reviewed cases from the prediction log (skindx.data.feedback): FB_<16 hex of sha256>
+FEEDBACK_ID = r"FB_[0-9a-f]{16}"
 EXAMPLES = 5
 SUITE_NAME = "ham10000_raw"
 
@@ -233,8 +236,8 @@ def build_expectations(
         ),
         E.ExpectColumnValuesToMatchRegex(
             column="image_id",
-            regex=r"^ISIC_\d{7}$",
-            description="image_id matches ISIC_\\d{7}",
+            regex=rf"^(?:ISIC_\d{{7}}|{FEEDBACK_ID})$",
+            description="image_id matches ISIC_\\d{7} (or FB_<hex>, a reviewed case)",
             severity=critical,
         ),
         E.ExpectColumnValuesToNotBeNull(
@@ -242,8 +245,8 @@ def build_expectations(
         ),
         E.ExpectColumnValuesToMatchRegex(
             column="lesion_id",
-            regex=r"^HAM_\d{7}$",
-            description="lesion_id matches HAM_\\d{7}",
+            regex=rf"^(?:HAM_\d{{7}}|{FEEDBACK_ID})$",
+            description="lesion_id matches HAM_\\d{7} (or FB_<hex>, a reviewed case)",
             severity=critical,
         ),
         E.ExpectColumnValuesToBeInSet(
