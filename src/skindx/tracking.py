@@ -196,13 +196,28 @@ def data_hash(manifest: Path | None) -> str:
         return "unknown"
 
 
+def feedback_tags(manifest: Path | None) -> dict[str, str]:
+    """The reviewed cases the ingested data holds (the manifest's `feedback` section, written
+    by skindx.data.feedback): their count and review window; {} without a feedback source."""
+    try:
+        summary = json.loads(manifest.read_text()).get("feedback") if manifest else None
+    except (OSError, ValueError):
+        summary = None
+    if not isinstance(summary, dict):
+        return {}
+    return {
+        "feedback_cases": str(summary.get("n_cases", 0)),
+        "feedback_window": f"[{summary.get('since') or '-inf'}, {summary.get('until')})",
+    }
+
+
 def lineage_tags(
     stage: str, profile: str | None = None, *, manifest: Path | None = None
 ) -> dict[str, str]:
     tags = {"git_commit": git_commit(), "dvc_stage": stage, "data_hash": data_hash(manifest)}
     if profile:
         tags["profile"] = str(profile)
-    return tags
+    return tags | feedback_tags(manifest)
 
 
 def pipeline_run_id(path: Path) -> str | None:
