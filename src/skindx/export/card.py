@@ -61,7 +61,9 @@ LIMITATIONS = [
 ]
 
 
-def training_data(data_hash: str | None = None) -> dict[str, Any]:
+def training_data(data_hash: str | None = None, feedback_cases: int = 0) -> dict[str, Any]:
+    """`feedback_cases`: reviewed cases from the prediction log added to the training split
+    (lineage.feedback says from which review window)."""
     return {
         "dataset": "HAM10000 (ISIC 2018 Task 3 training set)",
         "dataset_size": 10015,
@@ -71,6 +73,7 @@ def training_data(data_hash: str | None = None) -> dict[str, Any]:
         "doi": "10.1038/sdata.2018.161",
         "split": "train/val/test grouped by lesion_id (no lesion in two splits), stratified by dx",
         "data_hash": data_hash,
+        "feedback_cases": int(feedback_cases),
     }
 
 
@@ -122,6 +125,7 @@ def build_card(
     files: dict[str, str],
     export: dict[str, Any] | None = None,
     classes: tuple[str, ...] = CLASS_CODES,
+    ood: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     extra = dict(lineage or {})
     core = {key: extra.pop(key, None) for key in ("git_commit", "mlflow_run_id", "data_hash")}
@@ -135,6 +139,9 @@ def build_card(
         "temperature": float(temperature),
         "metrics": metrics or {},
         "uncertainty": uncertainty(metrics),
+        # the out-of-distribution scorer (skindx.inference.ood): method, threshold, its files
+        # (listed in `files` like the rest) and its AUROC against non-dermoscopy probe images
+        "ood": ood,
         "lineage": {**core, **extra},
         "architecture": architecture,
         "export": export or {},
@@ -147,7 +154,9 @@ def build_card(
         },
         "intended_use": INTENDED_USE,
         "not_a_medical_device": NOT_A_MEDICAL_DEVICE,
-        "training_data": training_data(core["data_hash"]),
+        "training_data": training_data(
+            core["data_hash"], (extra.get("feedback") or {}).get("n_cases") or 0
+        ),
         "limitations": LIMITATIONS,
     }
 

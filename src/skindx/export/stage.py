@@ -15,7 +15,8 @@ import numpy as np
 
 from skindx import tracking
 from skindx.config import ProjectPaths, load_params
-from skindx.data.ingest import MANIFEST_FILE
+from skindx.data.feedback import feedback_lineage
+from skindx.data.ingest import MANIFEST_FILE, read_manifest
 from skindx.data.processed import split_images_path
 from skindx.evaluation.predictions import PREDICTIONS_FILE, read_split_table
 from skindx.export.package import build_package
@@ -97,6 +98,8 @@ def run_package(
         "git_commit": tracking.git_commit(),
         "mlflow_run_id": tracking.pipeline_run_id(tracking.run_file(paths.train_dir)),
         "data_hash": tracking.data_hash(manifest),
+        # reviewed cases from the prediction log in the training split, and their window
+        "feedback": feedback_lineage(read_manifest(paths.raw_dir)),
         "params": load_params(params_file),
         "checkpoint": {
             "path": str(checkpoint_path),
