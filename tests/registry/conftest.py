@@ -17,9 +17,12 @@ SCORES = {"low": 0.500, "slightly_better": 0.502, "high": 0.600}  # test balance
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def registered(packaged_model_dir, tmp_path_factory):
-    """A store with three registered versions (v1 low, v2 slightly_better, v3 high), no alias."""
+    """A store with three registered versions (v1 low, v2 slightly_better, v3 high), no alias.
+
+    Session-scoped: registering through MLflow costs seconds, and every test works on its own
+    copy of the database (`store`), so the registry modules share one."""
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     packages = {}
