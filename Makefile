@@ -43,7 +43,23 @@ $(STAMP): requirements/dev.txt requirements/monitor.txt requirements/pipeline.tx
 	$(PIP) install -q --no-deps -e .
 	@touch $(STAMP)
 
-install: system-deps $(STAMP) ## create .venv and install the pinned set (idempotent)
+# promtool checks and unit-tests the Prometheus rules (tests/test_prometheus_rules.py): the binary
+# of Debian's prometheus package (the one docker/prometheus.Dockerfile installs), unpacked into the
+# venv with apt-get download + dpkg-deb -x, so no daemon and no dependency is installed
+PROMTOOL := $(VENV)/bin/promtool
+$(PROMTOOL): | $(STAMP)
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "no apt-get: install promtool (Prometheus 2.x) on PATH for tests/test_prometheus_rules.py"; \
+	elif ( cd "$$tmp" && { apt-get download -qq prometheus 2>/dev/null || \
+	         { $$SUDO apt-get update -qq && apt-get download -qq prometheus 2>/dev/null; }; } ) \
+	     && dpkg-deb -x "$$tmp"/prometheus_*.deb "$$tmp/root" \
+	     && install -m 755 "$$tmp/root/usr/bin/promtool" $@; then \
+	  echo "installed $$($@ --version | head -1) into $(VENV)/bin"; \
+	else echo "could not unpack promtool from Debian's prometheus package: tests/test_prometheus_rules.py skips"; fi
+
+install: system-deps $(STAMP) $(PROMTOOL) ## create .venv and install the pinned set (idempotent)
 	@test -d .dvc || $(VENV)/bin/dvc init -q
 
 params: $(STAMP) ## recompose params.yaml from conf/ (Hydra)
