@@ -410,6 +410,7 @@ def _labelled_from_table(table: pd.DataFrame, images: dict[str, Path]) -> pd.Dat
             "lesion_id": table["lesion_id"] if "lesion_id" in table.columns else pd.NA,
         }
     ).reset_index(drop=True)
+    out["label"] = pd.Series([class_code(v) for v in out["dx"]], dtype=object)  # None, not NaN
     out["source_path"] = [images.get(i) for i in out["image_id"]]
     return out
 
@@ -421,8 +422,7 @@ def _read_class_folders(root: Path) -> tuple[pd.DataFrame, tuple[str, ...]]:
             continue
         code = class_code(entry.name)
         if code is None:
-            others.append(entry.name)
-            continue
+            others.append(entry.name)  # e.g. scc/: its images are rows without a class code
         for image_id, path in sorted(
             index_images(entry, any_name=True, suffixes=EXTERNAL_SUFFIXES).items()
         ):
@@ -430,6 +430,7 @@ def _read_class_folders(root: Path) -> tuple[pd.DataFrame, tuple[str, ...]]:
                 {"image_id": image_id, "dx": entry.name, "label": code, "source_path": path}
             )
     table = pd.DataFrame(rows, columns=["image_id", "dx", "label", "source_path"])
+    table["label"] = pd.Series([r["label"] for r in rows], dtype=object)  # None, not NaN
     table.insert(3, "lesion_id", pd.NA)
     return table, tuple(others)
 
@@ -468,7 +469,7 @@ def read_labelled_folder(root: Path) -> LabelledFolder:
     else:
         layout, labels_file = "class-folders", None
         table, others = _read_class_folders(root)
-        if table.empty:
+        if table["label"].isna().all():
             found = f" (found the folders {', '.join(others)})" if others else ""
             raise SourceError(f"no labels found in {root}{found}; {EXPECTED_LABELLED_LAYOUTS}")
     listed = set(table["image_id"])
