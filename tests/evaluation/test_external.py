@@ -325,7 +325,7 @@ def test_the_command_gives_the_same_report_against_a_real_api(
     folders, external_set, local_reports, packaged_model_dir, tmp_path
 ):
     """`python -m skindx.evaluation.external FOLDER --api URL` against uvicorn, and with
-    --model: the same report as the library call (about 15 s)."""
+    --model: the same report as the library call (about 50 s on a loaded 2-core machine)."""
     from tests.helpers.servers import free_port, start_server
 
     port = free_port()

@@ -92,6 +92,7 @@ MEDIA_TYPES = {
     ".png": "image/png",
     ".webp": "image/webp",
 }
+RETRY_STATUSES = (429, 503)  # nginx's rate limit; the API's full queue or a model still loading
 BOOTSTRAP_DEFAULTS = {"n_resamples": 1000, "confidence": 0.95, "seed": 0}
 
 
@@ -316,7 +317,8 @@ class ApiScorer:
     url: str
     chunk: int = 16  # the API's SKINDX_MAX_BATCH_FILES default; halved on 413 too_many_files
     timeout: float = 120.0
-    retries: int = 5  # on 503 (queue full, model loading), after Retry-After
+    # on 429 (nginx's rate limit) and 503 (queue full, model loading), after Retry-After
+    retries: int = 30
     headers: Mapping[str, str] | None = None
     client: Any = None  # an httpx.Client on the API (default: one on `url`)
     mode: str = field(default="api", init=False)
@@ -356,11 +358,14 @@ class ApiScorer:
                     f"cannot reach the API at {self.url} ({type(exc).__name__}: {exc}); is it "
                     "running? (make serve, or docker compose up)"
                 ) from exc
-            if response.status_code != 503 or attempt == self.retries:
+            if response.status_code not in RETRY_STATUSES or attempt == self.retries:
                 return response
-            wait = float(response.headers.get("Retry-After", "1") or 1)
-            log.warning("%s answered 503 (%s); retrying in %gs", self.url, response.text, wait)
-            time.sleep(min(wait, 30.0))
+            try:
+                wait = float(response.headers.get("Retry-After", "1"))
+            except ValueError:
+                wait = 1.0
+            log.info("%s answered %s; retrying in %gs", path, response.status_code, wait)
+            time.sleep(min(max(wait, 0.1), 30.0))
         raise AssertionError("unreachable")
 
     @staticmethod
