@@ -20,6 +20,8 @@ give it as an IP address (nginx resolves a host name in a variable only with a r
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import os
 import re
 import shutil
@@ -35,6 +37,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+
+from skindx.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX_DIR = ROOT / "nginx"
@@ -93,7 +97,25 @@ def render_nginx(prefix: Path, values: Mapping[str, str]) -> Path:
     main = (NGINX_DIR / "templates" / "main.conf.template").read_text()
     conf = prefix / "nginx.conf"
     conf.write_text(render_template(main, values))
+    write_operators_htpasswd(prefix / "operators.htpasswd", values)
     return conf
+
+
+def write_operators_htpasswd(path: Path, values: Mapping[str, str]) -> None:
+    """The operators' login of /prometheus/ and /monitoring/ (as nginx/entrypoint.sh writes it
+    in the image): SKINDX_OPERATOR_USER (operator) with SKINDX_OPERATOR_PASSWORD, salted SHA-1
+    ({SSHA}, a scheme nginx reads; the stdlib has no SHA-512 crypt). No password: empty, 401."""
+    password = values.get("SKINDX_OPERATOR_PASSWORD", "")
+    line = ""
+    if password:
+        user = values.get("SKINDX_OPERATOR_USER") or "operator"
+        if ":" in user or any(c.isspace() for c in user):
+            raise StackError(f"SKINDX_OPERATOR_USER={user!r} must not contain ':' or spaces")
+        salt = os.urandom(16)
+        digest = hashlib.sha1(password.encode() + salt).digest()
+        line = f"{user}:{{SSHA}}{base64.b64encode(digest + salt).decode()}\n"
+    path.touch(mode=0o600)
+    path.write_text(line)
 
 
 def check_nginx_config(nginx: str, conf: Path, prefix: Path) -> None:
@@ -188,6 +210,12 @@ def stack_environment(environ: Mapping[str, str]) -> dict[str, str]:
         SKINDX_API_ADDR=f"127.0.0.1:{api_port}",
         SKINDX_UI_ADDR=f"127.0.0.1:{ui_port}",
         SKINDX_MLFLOW_ADDR=remote_mlflow or f"127.0.0.1:{mlflow_port}",
+        # /prometheus/: an operator's own Prometheus, if one runs (compose runs its own)
+        SKINDX_PROMETHEUS_ADDR=environ.get("SKINDX_PROMETHEUS_ADDR", "127.0.0.1:9090"),
+        # /monitoring/: where `make monitor` writes (monitor.reports_dir of params.yaml)
+        SKINDX_MONITORING_ROOT=str(
+            ROOT / load_params(ROOT / "params.yaml")["monitor"]["reports_dir"]
+        ),
         SKINDX_RESOLVER="",
         **body_limits(environ["SKINDX_MAX_UPLOAD_MB"], environ["SKINDX_MAX_BATCH_FILES"]),
         # Streamlit's uploader cap (MB), the same number the API and nginx use

@@ -28,5 +28,25 @@ if left=$(grep -oh '\${SKINDX_[A-Z0-9_]*}' "$prefix/nginx.conf" "$prefix/conf.d/
   exit 2
 fi
 
+# the operators' login for /prometheus/ and /monitoring/ (nginx basic auth): one user, its
+# password hashed with SHA-512 crypt (perl-base's crypt(), glibc's libcrypt, which nginx reads
+# too). No password: an empty file, and those routes refuse everyone (401).
+htpasswd="$prefix/operators.htpasswd"
+: > "$htpasswd"
+chmod 600 "$htpasswd"
+if [ -n "${SKINDX_OPERATOR_PASSWORD:-}" ]; then
+  export SKINDX_OPERATOR_USER="${SKINDX_OPERATOR_USER:-operator}"
+  case "$SKINDX_OPERATOR_USER" in
+    *:*|*[[:space:]]*) echo "SKINDX_OPERATOR_USER must not contain ':' or spaces" >&2; exit 2 ;;
+  esac
+  perl -e 'open(my $r, "<", "/dev/urandom") or die "no /dev/urandom"; read($r, my $raw, 16);
+    my @c = ("a".."z", "A".."Z", 0..9, ".", "/");
+    my $salt = join "", map { $c[ord($_) % 64] } split //, $raw;
+    my $hash = crypt($ENV{SKINDX_OPERATOR_PASSWORD}, "\$6\$$salt\$");
+    die "crypt() has no SHA-512\n" unless defined $hash && $hash =~ /^\$6\$/;
+    print "$ENV{SKINDX_OPERATOR_USER}:$hash\n"' > "$htpasswd"
+fi
+unset SKINDX_OPERATOR_PASSWORD
+
 nginx -t -q -p "$prefix" -c "$prefix/nginx.conf" -e stderr
 exec nginx -p "$prefix" -c "$prefix/nginx.conf" -e stderr -g "daemon off;"
