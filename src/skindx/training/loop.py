@@ -11,7 +11,18 @@ loss is normalised by the whole global batch's weight so the step equals the sin
 Rank 0 alone validates, writes checkpoints, calls the callbacks (MLflow) and decides early
 stopping; it broadcasts its state after each epoch so every rank stops together.
 Speed: CUDA uses AMP (bf16 where supported, else fp16 with a gradient scaler) and
-channels_last; CPU uses channels_last and one thread per available core.
+channels_last; CPU uses channels_last and one thread per available core, and bf16 autocast
+where train.amp allows it and the CPU has AMX or AVX512-BF16 (skindx.training.precision).
+
+Recipe options, all off by default (conf/train/default.yaml; docs/results.md, the ablation):
+  - train.augment.* beyond flips/crop/jitter and train.mix.* (mixup/cutmix with soft targets;
+    the loss stays the class-weighted mean, see `soft_cross_entropy`);
+  - train.ema: an exponential moving average of the weights (skindx.training.ema), validated
+    beside the trained weights every epoch; an epoch scores the better of the two, and best.pt
+    holds the better one as its `model_state` (its `weights` key says which: "model" or
+    "ema"), so evaluate, package and serving use it unchanged;
+  - train.progressive: the first `epochs_at_start` epochs train at `start_size` px, the batch
+    downsampled on the device; later epochs and every validation at the stored size.
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from skindx.inference.preprocessing import PreprocessingContract
 from skindx.models.checkpoint import BEST, LAST, cpu_state_copy, load_checkpoint, save_checkpoint
 from skindx.models.predict import predict_logits
 from skindx.runtime import configure_runtime, seed_everything, select_device
-from skindx.training.augment import AugmentConfig, BatchTransform
+from skindx.training.augment import AugmentConfig, BatchTransform, MixConfig, mix_batch
 from skindx.training.data import check_imbalance, make_loader
 from skindx.training.distributed import (
     LAUNCH_KEYS,
@@ -49,6 +60,8 @@ from skindx.training.distributed import (
     per_rank_batch,
     use_sync_batchnorm,
 )
+from skindx.training.ema import EmaConfig, ModelEma
+from skindx.training.precision import normalize_amp, resolve_precision
 
 __all__ = [
     "TrainConfig",
@@ -75,6 +88,57 @@ HISTORY_FIELDS = (
     "lr",
     "seconds",
 )
+# the EMA weights' validation, in the history when train.ema is on
+EMA_FIELDS = ("val_ema_loss", "val_ema_balanced_accuracy", "val_ema_macro_f1", "val_ema_accuracy")
+WEIGHTS = ("model", "ema")  # best.pt["weights"]: which weights its model_state holds
+
+
+@dataclass(frozen=True)
+class ProgressiveConfig:
+    """train.progressive: `epochs_at_start` epochs at `start_size` px first (null: off)."""
+
+    start_size: int | None = None
+    epochs_at_start: int = 0
+
+    def __post_init__(self) -> None:
+        if self.start_size is not None and self.start_size < 8:
+            raise ValueError("train.progressive.start_size must be >= 8 px (or null: off)")
+        if self.epochs_at_start < 0:
+            raise ValueError("train.progressive.epochs_at_start must be >= 0")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None) -> ProgressiveConfig:
+        params = dict(params or {})
+        unknown = set(params) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown train.progressive keys {sorted(unknown)}")
+        return cls(**params)
+
+    def size(self, epoch: int, stored: int) -> int | None:
+        """The training side of `epoch` (1-based); None: the stored side."""
+        if self.start_size is None or epoch > self.epochs_at_start or self.start_size >= stored:
+            return None
+        return int(self.start_size)
+
+
+def soft_cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss, summed weight) of soft `targets` (N, C), rows summing to 1.
+
+    The class-weighted mean loss is summed / weight. For one-hot targets it equals
+    F.cross_entropy(weight=..., label_smoothing=...): each sample counts with the weight of its
+    target (for a mixed target, the mix of its two classes' weights) and label smoothing
+    spreads the target after that weight is taken, as torch does."""
+    n_classes = logits.shape[1]
+    w = torch.ones(n_classes, device=logits.device) if weight is None else weight
+    smoothed = targets * (1.0 - label_smoothing) + label_smoothing / n_classes
+    log_p = F.log_softmax(logits, dim=1)
+    summed = -(smoothed * w * log_p).sum()
+    return summed, (targets * w).sum().detach()
 
 
 @dataclass(frozen=True)
@@ -92,10 +156,13 @@ class TrainConfig:
     early_stopping_patience: int | None = 5
     num_workers: int = 0
     device: str = "auto"
-    amp: bool = True
+    amp: str | bool = "cuda"  # skindx.training.precision: auto | cuda | on | off
     channels_last: bool = True
     max_steps_per_epoch: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    progressive: ProgressiveConfig = field(default_factory=ProgressiveConfig)
     # data parallel (skindx.training.distributed): ranks per machine, machines, rendezvous
     nproc_per_node: int = 1
     nnodes: int = 1
@@ -111,6 +178,7 @@ class TrainConfig:
                 f"unknown train.scheduler {self.scheduler!r}; expected one of {SCHEDULERS}"
             )
         check_imbalance(self.imbalance)
+        object.__setattr__(self, "amp", normalize_amp(self.amp))
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("train.epochs must be >= 1 and train.batch_size >= 2")
         if self.sync_batchnorm not in SYNC_BATCHNORM:
@@ -127,6 +195,9 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown keys in the train section: {sorted(unknown)}")
         params["augment"] = AugmentConfig.from_params(params.get("augment"))
+        params["mix"] = MixConfig.from_params(params.get("mix"))
+        params["ema"] = EmaConfig.from_params(params.get("ema"))
+        params["progressive"] = ProgressiveConfig.from_params(params.get("progressive"))
         if seed is not None:
             params["seed"] = int(seed)
         return cls(**params)
@@ -157,6 +228,7 @@ class TrainResult:
     best_path: Path
     last_path: Path
     seconds: float
+    best_weights: str = "model"  # "ema" when the EMA weights scored best_metric
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -287,12 +359,21 @@ class Trainer:
             self.optimizer, config, config.epochs * self.steps_per_epoch
         )
 
-        self.use_amp = config.amp and self.device.type == "cuda"
-        self.amp_dtype = (
-            torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        )
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16
+        self.precision = resolve_precision(config.amp, self.device)
+        self.use_amp = self.precision.enabled
+        self.amp_dtype = self.precision.dtype if self.use_amp else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaler)
+
+        # mixup's soft targets span the model's outputs
+        self.num_classes = [m for m in self.model.modules() if isinstance(m, nn.Linear)][
+            -1
+        ].out_features
+        self.stored_size = int(train_data.images.shape[1])
+        # the EMA lives where validation does: rank 0
+        self.ema = (
+            ModelEma(self.model, config.ema.decay, warmup=config.ema.warmup)
+            if config.ema.enabled and self.dist.is_main
+            else None
         )
 
     # -- one epoch --------------------------------------------------------------------------
@@ -306,7 +387,7 @@ class Trainer:
         self.augment_generator.manual_seed((base + 2) + rank_offset)
 
     def _loss(
-        self, logits: torch.Tensor, labels: torch.Tensor
+        self, logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(the loss to backpropagate, this rank's share of the global batch's mean loss).
 
@@ -314,7 +395,17 @@ class Trainer:
         divided by the weight of the whole global batch (one all-reduce of a scalar) and scaled
         by the world size, so that DDP's gradient average is the gradient of the global
         batch's mean loss, as for one process with the same batch, even with class weights.
+        `soft`: mixed targets (train.mix), the same weighted mean via soft_cross_entropy.
         """
+        if soft is not None:
+            summed, local = soft_cross_entropy(
+                logits, soft, self.criterion.weight, self.config.label_smoothing
+            )
+            if not self.dist.distributed:
+                loss = summed / local
+                return loss, loss
+            share = summed / self.dist.all_reduce_sum(local.clone())
+            return share * self.dist.world_size, share
         if not self.dist.distributed:
             loss = self.criterion(logits, labels)
             return loss, loss
@@ -340,6 +431,7 @@ class Trainer:
         total_loss = torch.zeros((), device=self.device)
         total_correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
+        size = self.config.progressive.size(epoch, self.stored_size)
         bar = tqdm(
             total=self.steps_per_epoch,
             desc=f"epoch {epoch}/{self.config.epochs}",
@@ -352,12 +444,15 @@ class Trainer:
                 break
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            x = self.transform(images, train=True, generator=self.augment_generator)
+            x = self.transform(images, train=True, generator=self.augment_generator, size=size)
+            x, soft = mix_batch(
+                x, labels, self.num_classes, self.config.mix, self.augment_generator
+            )
             with torch.autocast(
                 device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp
             ):
                 logits = self.net(x)
-            loss, share = self._loss(logits.float(), labels)
+            loss, share = self._loss(logits.float(), labels, soft)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss is {loss.item()} at epoch {epoch}, step {step}"
@@ -369,6 +464,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
 
             n = labels.shape[0] * world  # the global batch
             seen += n
@@ -392,8 +489,17 @@ class Trainer:
         }
 
     def validate(self) -> dict[str, float]:
+        """The trained weights on the validation split."""
+        return self._validation_metrics(self.model, "val_")
+
+    def validate_ema(self) -> dict[str, float]:
+        """The EMA weights on the validation split (keys val_ema_*)."""
+        assert self.ema is not None
+        return self._validation_metrics(self.ema.module, "val_ema_")
+
+    def _validation_metrics(self, module: nn.Module, prefix: str) -> dict[str, float]:
         logits = predict_logits(
-            self.model,
+            module,
             self.val_data.images,
             self.contract,
             batch_size=max(64, 2 * self.config.batch_size),
@@ -406,22 +512,35 @@ class Trainer:
         )
         pred = logits.argmax(axis=1)
         return {
-            "val_loss": float(loss),
-            "val_balanced_accuracy": balanced_accuracy(labels, pred, n_classes),
-            "val_macro_f1": macro_f1(labels, pred, n_classes),
-            "val_accuracy": accuracy(labels, pred),
+            f"{prefix}loss": float(loss),
+            f"{prefix}balanced_accuracy": balanced_accuracy(labels, pred, n_classes),
+            f"{prefix}macro_f1": macro_f1(labels, pred, n_classes),
+            f"{prefix}accuracy": accuracy(labels, pred),
         }
 
     # -- checkpoints ----------------------------------------------------------------------
-    def _checkpoint(self, state: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "model_state": cpu_state_copy(self.model),
+    def _checkpoint(
+        self,
+        state: dict[str, Any],
+        model_state: dict[str, torch.Tensor] | None = None,
+        weights: str = "model",
+        *,
+        with_ema: bool = False,
+    ) -> dict[str, Any]:
+        """`model_state` (default: the trained weights) is what evaluate and package load;
+        last.pt also keeps the EMA for resuming."""
+        checkpoint = {
+            "model_state": model_state if model_state is not None else cpu_state_copy(self.model),
+            "weights": weights,
             "optimizer_state": self.optimizer.state_dict(),
             "scheduler_state": self.scheduler.state_dict(),
             "scaler_state": self.scaler.state_dict(),
             "config": {"train": asdict(self.config), **self.run_config},
             **state,
         }
+        if self.ema is not None and with_ema:
+            checkpoint["ema_state"] = self.ema.state_dict()
+        return checkpoint
 
     def _restore(self, path: Path) -> dict[str, Any]:
         checkpoint = load_checkpoint(path)
@@ -437,6 +556,13 @@ class Trainer:
         self.scheduler.load_state_dict(checkpoint["scheduler_state"])
         if checkpoint.get("scaler_state"):
             self.scaler.load_state_dict(checkpoint["scaler_state"])
+        if self.ema is not None:
+            if "ema_state" not in checkpoint:
+                raise ValueError(
+                    f"cannot resume from {path}: train.ema is on but the checkpoint holds no "
+                    "EMA. Delete it to start afresh, or set train.ema.enabled=false."
+                )
+            self.ema.load_state_dict(checkpoint["ema_state"])
         log.info("resuming from %s after epoch %d", path, checkpoint["epoch"])
         return checkpoint
 
@@ -478,6 +604,7 @@ class Trainer:
             "epochs_without_improvement": 0,
             "stopped_early": False,
             "monitor": MONITOR,
+            "best_weights": "model",  # which weights scored best_metric: "model" or "ema"
         }
         best_weights: dict[str, torch.Tensor] | None = None
         if resume and last_path.exists():
@@ -499,22 +626,31 @@ class Trainer:
                 state = self.dist.broadcast_from_main(None)
                 continue
             row: dict[str, float] = {"epoch": epoch, **trained, **self.validate()}
+            score, weights = row[MONITOR], "model"
+            if self.ema is not None:
+                row.update(self.validate_ema())
+                if row[f"val_ema_{PRIMARY_METRIC}"] > score:
+                    score, weights = row[f"val_ema_{PRIMARY_METRIC}"], "ema"
             row["seconds"] = time.perf_counter() - tick
             state["history"] = [*state["history"], row]
             state["epoch"] = epoch
 
-            improved = row[MONITOR] > state["best_metric"]
+            improved = score > state["best_metric"]
             if improved:
                 state.update(
-                    best_metric=row[MONITOR], best_epoch=epoch, epochs_without_improvement=0
+                    best_metric=score,
+                    best_epoch=epoch,
+                    epochs_without_improvement=0,
+                    best_weights=weights,
                 )
-                best_weights = cpu_state_copy(self.model)
-                save_checkpoint(best_path, self._checkpoint(state))
+                source = self.ema.module if weights == "ema" else self.model
+                best_weights = cpu_state_copy(source)
+                save_checkpoint(best_path, self._checkpoint(state, best_weights, weights))
             else:
                 state["epochs_without_improvement"] += 1
             if patience and state["epochs_without_improvement"] >= patience:
                 state["stopped_early"] = True
-            save_checkpoint(last_path, self._checkpoint(state))
+            save_checkpoint(last_path, self._checkpoint(state, with_ema=True))
             self._report(row, improved)
             for callback in self.callbacks:
                 callback(row, self)
@@ -533,14 +669,20 @@ class Trainer:
             best_path=best_path,
             last_path=last_path,
             seconds=time.perf_counter() - started,
+            best_weights=state["best_weights"],
         )
 
     def _report(self, row: dict[str, float], improved: bool) -> None:
         if self.progress:
+            ema = (
+                f" | EMA bal.acc {row['val_ema_balanced_accuracy']:.3f}"
+                if "val_ema_balanced_accuracy" in row
+                else ""
+            )
             tqdm.write(
                 f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}"
                 f" | val loss {row['val_loss']:.4f} bal.acc {row['val_balanced_accuracy']:.3f}"
-                f" macro-F1 {row['val_macro_f1']:.3f}{'  (best)' if improved else ''}"
+                f" macro-F1 {row['val_macro_f1']:.3f}{ema}{'  (best)' if improved else ''}"
             )
 
 
@@ -549,7 +691,8 @@ def write_history(path: str | Path, history: Sequence[dict[str, float]]) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(HISTORY_FIELDS), extrasaction="ignore")
+        extra = [f for f in EMA_FIELDS if history and f in history[0]]
+        writer = csv.DictWriter(fh, fieldnames=[*HISTORY_FIELDS, *extra], extrasaction="ignore")
         writer.writeheader()
         for row in history:
             writer.writerow(

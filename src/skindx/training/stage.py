@@ -18,6 +18,8 @@ from skindx.data.ingest import MANIFEST_FILE
 from skindx.data.processed import load_class_weights, load_split, read_contract
 from skindx.inference.metrics import PRIMARY_METRIC, flatten
 from skindx.models.checkpoint import load_checkpoint, save_checkpoint
+from skindx.models.weights import lineage_tags as weights_lineage_tags
+from skindx.models.weights import pretrain_lineage
 from skindx.runtime import seed_everything
 from skindx.training.distributed import DistContext
 from skindx.training.loop import TrainConfig, Trainer, TrainResult, write_history
@@ -25,7 +27,7 @@ from skindx.training.loop import TrainConfig, Trainer, TrainResult, write_histor
 log = logging.getLogger(__name__)
 
 MLFLOW_PARAMS_PER_CALL = 100  # MLflow's log_batch limit
-SLIM_DROP = ("optimizer_state", "scheduler_state", "scaler_state")
+SLIM_DROP = ("optimizer_state", "scheduler_state", "scaler_state", "ema_state")
 
 
 def log_params(mlflow, params: dict[str, Any]) -> None:
@@ -74,6 +76,11 @@ def run_train(
     from skindx.models.factory import build_model  # after seeding: reproducible random init
 
     model = build_model(**model_cfg)
+    # a backbone from the pretrain stage: its run (MLflow id, data hash) goes into the
+    # checkpoint's config (hence the model card) and the run's tags; nothing otherwise
+    pretrained = pretrain_lineage(model_cfg.get("weights"))
+    if pretrained:
+        run_config["pretrain"] = pretrained
 
     main = dist is None or dist.is_main
     # one MLflow run per job: the other ranks log nowhere
@@ -98,6 +105,7 @@ def run_train(
             log_params(mlflow, all_params or params)
         manifest = paths.raw_dir / MANIFEST_FILE
         mlflow.set_tags(tracking.lineage_tags("train", profile, manifest=manifest))
+        mlflow.set_tags(weights_lineage_tags(pretrained))
         tracking.log_split_datasets(mlflow, processed_dir, tracking.data_hash(manifest))
 
         def log_epoch(row: dict[str, float], trainer: Trainer) -> None:
@@ -118,10 +126,17 @@ def run_train(
             dist=dist,
         )
         world = trainer.dist.world_size
+        # which precision ran (train.amp resolved on this machine), for comparing runs
+        mlflow.set_tags(
+            {
+                "train.precision": trainer.precision.name,
+                "train.precision_reason": trainer.precision.reason,
+            }
+        )
         if main:
             log.info(
                 "training %s on %s: %d train / %d val images at %d px, %d steps per epoch of "
-                "%d images%s",
+                "%d images, %s%s",
                 model_cfg["arch"],
                 trainer.device,
                 len(train_data),
@@ -129,6 +144,7 @@ def run_train(
                 contract.input_size,
                 trainer.steps_per_epoch,
                 config.batch_size,
+                trainer.precision.name,
                 f" ({world} ranks x {config.batch_size // world}, {trainer.dist.backend}"
                 f"{', SyncBatchNorm' if trainer.sync_batchnorm else ''})"
                 if world > 1
@@ -146,6 +162,8 @@ def run_train(
                 "train_seconds": result.seconds,
             }
         )
+        # best.pt's model_state: the trained weights ("model") or their EMA ("ema")
+        mlflow.set_tag("train.best_weights", result.best_weights)
         log_best_weights(mlflow, result.best_path)
         mlflow.log_artifact(str(paths.history_csv), artifact_path="train")
     return result
