@@ -101,6 +101,8 @@ def run_package(
         # reviewed cases from the prediction log in the training split, and their window
         "feedback": feedback_lineage(read_manifest(paths.raw_dir)),
         "params": load_params(params_file),
+        # the pretrain stage's run when the backbone came from it (skindx.models.weights)
+        "pretrain": checkpoint["config"].get("pretrain"),
         "checkpoint": {
             "path": str(checkpoint_path),
             "sha256": sha256_file(checkpoint_path),

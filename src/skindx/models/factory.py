@@ -4,9 +4,11 @@
   - "none": random initialisation;
   - "imagenet": torchvision's ImageNet weights (downloaded once into the torch hub cache);
   - a path to a state dict (.pt/.pth loaded with weights_only=True, or .safetensors). A full
-    model state, a training checkpoint (its `model_state`) or a backbone-only ImageNet-style
-    state dict (1000-class `fc`) are accepted; a head that does not fit is skipped and stays
-    randomly initialised.
+    model state, a training checkpoint (its `model_state`), a backbone-only ImageNet-style
+    state dict (1000-class `fc`) or the pretrain stage's backbone.pt (no `fc` at all,
+    skindx.models.weights) are accepted; a head that does not fit is skipped and stays
+    randomly initialised. Every other tensor must fit: a missing or misshapen backbone key
+    is an error, never a silent partial load.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision import models
+
+from skindx.models.weights import missing_weights_hint
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelWeightsError(
             f"model.weights={str(path)!r} is neither 'none', 'imagenet' nor an existing file."
+            + missing_weights_hint(path)
         )
     try:
         if path.suffix == ".safetensors":
