@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"secrets: generated {', '.join(made)} in {where}/ (mode 600, git-ignored)")
     else:
         print(f"secrets: {where}/ holds every secret the stack needs")
+    if "mlflow_admin" in made:
+        print(
+            f"secrets: the MLflow login (/mlflow/) is user {MLFLOW_ADMIN}, password "
+            f"MLFLOW_TRACKING_PASSWORD in {where}/trainer.env"
+        )
     return 0
 
 

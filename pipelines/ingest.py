@@ -6,7 +6,12 @@ added too (skindx.data.feedback); preprocess puts them in the training split onl
 """
 
 import os
+import sys
 from pathlib import Path
+
+# data.feedback reads the prediction log with serving.predlog, a top-level package of this
+# checkout (not installed like skindx): make it importable as `python -m` would
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from skindx.cli import run_cli
 from skindx.config import ProjectPaths, stage_params
