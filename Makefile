@@ -16,7 +16,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 export SKINDX_UID ?= $(shell id -u)
 export SKINDX_GID ?= $(shell id -g)
 
-PHONY_MINE := model api-image up down
+PHONY_MINE := model api-image up down secrets
 .PHONY: $(PHONY_MINE) monitor help install system-deps params run repro serve serve-api test test-fast lint bench docs clean
 
 help: ## list targets
@@ -118,17 +118,23 @@ model: ## make sure a promoted model is in serving/model (runs the pipeline when
 	  fi; \
 	fi
 
-api-image: model ## build skindx/api:<registered model version> (OCI labels: model, card sha256, commit, run id)
+# The compose stack's secrets: .secrets/*.env (git-ignored, mode 600), generated once and kept
+# (docker/stack_secrets.py; ROTATE="pg_predlog ..." makes new ones). Every compose command reads
+# them (env_file:), so the compose targets depend on it.
+secrets: ## write the compose stack's passwords into .secrets/ (git-ignored) when absent
+	@python3 docker/stack_secrets.py $(if $(ROTATE),--rotate $(ROTATE))
+
+api-image: model secrets ## build skindx/api:<registered model version> (OCI labels: model, card sha256, commit, run id)
 	@eval "$$(python3 deploy/image.py $(MODEL_DIR))" && \
 	  $(COMPOSE) build api && \
 	  echo "built skindx/api:$$SKINDX_API_TAG (model $$SKINDX_MODEL_VERSION, card $$SKINDX_CARD_SHA256)"
 
-up: api-image ## the stack in containers: build, start, wait until every service is healthy, print the URL
+up: secrets api-image ## the stack in containers: build, start, wait until every service is healthy, print the URL
 	@eval "$$(python3 deploy/image.py $(MODEL_DIR))" && \
 	  $(COMPOSE) up -d --build --remove-orphans && \
 	  python3 deploy/compose_wait.py --compose "$(COMPOSE)"
 
-down: ## stop the containers (make down VOLUMES=1 also deletes MLflow's volumes)
+down: secrets ## stop the containers (make down VOLUMES=1 also deletes the volumes: PostgreSQL's, MLflow's artifacts, the predictions)
 	$(COMPOSE) --profile train down --remove-orphans $(if $(VOLUMES),--volumes)
 
 serve-api: install ## the API alone on 127.0.0.1:8000
