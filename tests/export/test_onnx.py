@@ -15,7 +15,7 @@ def test_feature_model_returns_the_models_logits_and_layer4(untrained_model_fact
     model = untrained_model_factory()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        logits, features = FeatureModel(model)(x)
+        logits, features, _ = FeatureModel(model)(x)
         np.testing.assert_allclose(logits.numpy(), model(x).numpy(), atol=1e-5)
     assert features.shape == (2, 512, 2, 2)
 
@@ -26,15 +26,19 @@ def test_export_is_one_file_with_dynamic_batch_and_both_outputs(untrained_model_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no external data
     proto = onnx.load(str(path))
     assert onnx_opset(path) == 17
-    assert [o.name for o in proto.graph.output] == ["logits", "features"]
+    assert [o.name for o in proto.graph.output] == ["logits", "features", "pooled"]
     session = create_session(path, threads=1)
     for batch in (1, 5):  # exported with a batch of 2
         x = torch.randn(batch, 3, 32, 32)
-        logits, features = session.run(None, {"input": x.numpy()})
+        logits, features, pooled = session.run(None, {"input": x.numpy()})
         with torch.no_grad():
-            ref_logits, ref_features = FeatureModel(model)(x)
+            ref_logits, ref_features, ref_pooled = FeatureModel(model)(x)
         np.testing.assert_allclose(logits, ref_logits.numpy(), atol=1e-4)
         np.testing.assert_allclose(features, ref_features.numpy(), atol=1e-4)
+        # each stage's global average pool (64 + 128 + 256 + 512 channels), layer4's last
+        assert pooled.shape == (batch, 960)
+        np.testing.assert_allclose(pooled, ref_pooled.numpy(), atol=1e-4)
+        np.testing.assert_allclose(pooled[:, -512:], features.mean(axis=(2, 3)), atol=1e-5)
 
 
 def test_opset_below_17_is_refused(untrained_model_factory, tmp_path):
@@ -55,7 +59,7 @@ def test_resnet50_exports(untrained_model_factory, tmp_path):
     x = torch.randn(3, 3, 64, 64)
     logits, features = create_session(path).run(None, {"input": x.numpy()})
     with torch.no_grad():
-        ref_logits, _ = FeatureModel(model)(x)
+        ref_logits, _, _ = FeatureModel(model)(x)
     assert features.shape == (3, 2048, 2, 2)
     np.testing.assert_allclose(logits, ref_logits.numpy(), atol=1e-3)
 

@@ -52,7 +52,8 @@ def test_package_holds_the_contracted_files(packaged_model_dir, card):
 def test_card_has_the_contracted_keys(card):
     assert CARD_KEYS <= set(card)
     assert card["version"] == "test-1" and card["name"] == "skindx-resnet50"
-    assert card["outputs"] == ["logits", "features"] and card["cam"]["head"] == "cam_head.npy"
+    assert card["outputs"] == ["logits", "features", "pooled"]
+    assert card["cam"]["head"] == "cam_head.npy"
     assert card["temperature"] == 1.5 and card["metrics"]["balanced_accuracy"] == 0.5
     assert set(card["lineage"]) >= {"git_commit", "mlflow_run_id", "data_hash", "params"}
     assert dt.datetime.fromisoformat(card["created"]).tzinfo is not None

@@ -33,7 +33,7 @@ def test_cam_equals_gradcam_on_layer4(fullres_images, untrained_model_factory):
     images = np.stack([resize_to_contract(Image.open(p), contract) for p in fullres_images[::20]])
     x = torch.from_numpy(normalize(images, contract))
     with torch.no_grad():
-        _, features = FeatureModel(model)(x)
+        _, features, _ = FeatureModel(model)(x)
     weight = cam_head(model)[:, :-1]
     with GradCAM(model=model, target_layers=[model.layer4]) as gradcam:
         for c in (0, 4):

@@ -14,7 +14,7 @@ from skindx.inference.model import (
     CAM_HEAD_FILE,
     CARD_DIGEST_KEY,
     CARD_FILE,
-    OUTPUT_NAMES,
+    EXPORTED_OUTPUTS,
     card_digest,
     sha256_file,
 )
@@ -146,7 +146,7 @@ def build_card(
         "architecture": architecture,
         "export": export or {},
         "files": files,
-        "outputs": list(OUTPUT_NAMES),
+        "outputs": list(EXPORTED_OUTPUTS),
         "cam": {
             "head": CAM_HEAD_FILE,
             "layout": "[C, K+1] float32: fc weight W[c, k] in columns :K, bias in column K",

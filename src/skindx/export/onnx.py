@@ -1,4 +1,6 @@
-"""ONNX export of a SkinDX ResNet with two outputs: the logits and layer4's feature map.
+"""ONNX export of a SkinDX ResNet with three outputs: the logits, layer4's feature map (for the
+CAM) and `pooled`, the global average pool of every backbone stage concatenated (layer1..4, for
+the out-of-distribution scorer, skindx.inference.ood).
 
 The TorchScript exporter (dynamo=False) is the default: for a plain ResNet it writes exactly
 the requested opset (17) in about a second, with a dynamic batch axis and the weights inside
@@ -14,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from skindx.inference.model import INPUT_NAME, OUTPUT_NAMES
+from skindx.inference.model import EXPORTED_OUTPUTS, INPUT_NAME, STAGES
 
 MIN_OPSET = 17
 
@@ -24,7 +26,8 @@ class ExportError(RuntimeError):
 
 
 class FeatureModel(nn.Module):
-    """Wraps a torchvision ResNet: forward(x) -> (logits, layer4 features [N, K, h, w])."""
+    """Wraps a torchvision ResNet: forward(x) -> (logits, layer4 features [N, K, h, w],
+    pooled [N, K1 + K2 + K3 + K4]: each stage's global average pool, in STAGES order)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -33,15 +36,35 @@ class FeatureModel(nn.Module):
             raise TypeError(f"FeatureModel needs a torchvision ResNet; the model lacks {missing}")
         self.model = model
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         m = self.model
         x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
-        return m.layer4(m.layer3(m.layer2(m.layer1(x))))
+        outputs = []
+        for name in STAGES:
+            x = getattr(m, name)(x)
+            outputs.append(x)
+        return outputs
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.features(x)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(x)[-1]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        stages = self.stages(x)
+        features = stages[-1]
         logits = self.model.fc(torch.flatten(self.model.avgpool(features), 1))
-        return logits, features
+        pooled = torch.cat([s.mean(dim=(2, 3)) for s in stages], dim=1)
+        return logits, features, pooled
+
+
+def stage_channels(model: nn.Module) -> dict[str, int]:
+    """{stage: output channels} in STAGES order: how `pooled` splits (ResNet blocks end in
+    bn3 (Bottleneck) or bn2 (BasicBlock))."""
+    channels = {}
+    for name in STAGES:
+        block = getattr(model, name)[-1]
+        norm = getattr(block, "bn3", None) or block.bn2
+        channels[name] = int(norm.num_features)
+    return channels
 
 
 def export_onnx(
@@ -59,7 +82,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = FeatureModel(model).eval()
     example = torch.zeros(2, 3, input_size, input_size)
-    names = {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES)}
+    names = {"input_names": [INPUT_NAME], "output_names": list(EXPORTED_OUTPUTS)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         try:
@@ -76,7 +99,7 @@ def export_onnx(
                     **names,
                 )
             else:
-                axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+                axes = {name: {0: "batch"} for name in (INPUT_NAME, *EXPORTED_OUTPUTS)}
                 torch.onnx.export(
                     wrapper,
                     (example,),
@@ -112,10 +135,10 @@ def check_onnx(path: Path, opset: int) -> None:
         raise ExportError(f"{path} has opset {version}, below the requested {opset}")
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
-    if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
+    if inputs != [INPUT_NAME] or outputs != list(EXPORTED_OUTPUTS):
         raise ExportError(
             f"{path}: inputs {inputs} / outputs {outputs}, expected "
-            f"[{INPUT_NAME!r}] / {list(OUTPUT_NAMES)}"
+            f"[{INPUT_NAME!r}] / {list(EXPORTED_OUTPUTS)}"
         )
     batch_dims = [
         v.type.tensor_type.shape.dim[0] for v in (*model.graph.input, *model.graph.output)

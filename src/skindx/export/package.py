@@ -7,6 +7,8 @@ once it is complete, verified and (when images are given) passes the parity chec
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from torch import nn
 
 from skindx.export.atomic import replace_directory, staging_dir
 from skindx.export.card import build_card, default_version, file_hashes, write_card
-from skindx.export.onnx import MIN_OPSET, export_onnx, onnx_opset
+from skindx.export.onnx import MIN_OPSET, export_onnx, onnx_opset, stage_channels
+from skindx.export.ood import OodFitData, fit_and_report, summary
 from skindx.export.parity import DEFAULT_TOLERANCE, check_parity
 from skindx.inference.model import CAM_HEAD_FILE, ONNX_FILE, WEIGHTS_FILE, verify_package
 from skindx.inference.preprocessing import PreprocessingContract
@@ -69,6 +72,14 @@ def save_weights(model: nn.Module, path: Path, architecture: dict[str, Any]) -> 
     save_file(state, str(path), metadata={k: str(v) for k, v in architecture.items()})
 
 
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write a JSON report atomically (a DVC metric: never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def build_package(
     model: nn.Module,
     contract: PreprocessingContract,
@@ -83,12 +94,18 @@ def build_package(
     parity_tolerance: float = DEFAULT_TOLERANCE,
     name: str | None = None,
     extra_files: list[str | Path] | None = None,
+    ood: OodFitData | None = None,
+    ood_report: Path | None = None,
 ) -> Path:
     """Export `model` (a build_model ResNet) into `out_dir`; returns `out_dir`.
 
     `extra_files` are copied into the package beside the model (e.g. evaluate's
     predictions.csv, so a champion's test predictions travel with it) and sealed by the card's
     sha256 list like every other file.
+
+    `ood`: fit the out-of-distribution scorer (skindx.export.ood) on the exported graph's
+    outputs for these images; its files join the package and its parameters the card's `ood`
+    section; the full report (per-probe scores) is written to `ood_report` when given.
 
     Raises ParityError (and leaves `out_dir` as it was) if the ONNX model's probabilities on
     `parity_images` differ from torch's by more than `parity_tolerance`.
@@ -118,6 +135,18 @@ def build_package(
         np.save(staged / CAM_HEAD_FILE, cam_head(model), allow_pickle=False)
         for extra in extra_files or ():
             shutil.copyfile(extra, staged / Path(extra).name)
+        ood_section = report = None
+        if ood is not None:
+            scorer, report = fit_and_report(
+                staged / ONNX_FILE,
+                contract,
+                ood,
+                stages=stage_channels(model),
+                n_classes=architecture["num_classes"],
+            )
+            scorer.info["evaluation"] = summary(report)
+            scorer.save(staged)
+            ood_section = scorer.to_dict()
         card = build_card(
             name=name or f"skindx-{architecture['arch']}",
             version=version or default_version(),
@@ -128,11 +157,15 @@ def build_package(
             architecture=architecture,
             files=file_hashes(staged),
             export=export,
+            ood=ood_section,
         )
         write_card(card, staged)
         for path in staged.iterdir():
             path.chmod(0o644)
         verify_package(staged)
-        return replace_directory(staged, out_dir)
+        replaced = replace_directory(staged, out_dir)
+        if ood_report is not None and report is not None:
+            write_report(Path(ood_report), report)
+        return replaced
     finally:
         shutil.rmtree(staged, ignore_errors=True)

@@ -17,8 +17,9 @@ from skindx import tracking
 from skindx.config import ProjectPaths, load_params
 from skindx.data.feedback import feedback_lineage
 from skindx.data.ingest import MANIFEST_FILE, read_manifest
-from skindx.data.processed import split_images_path
+from skindx.data.processed import load_split, split_images_path
 from skindx.evaluation.predictions import PREDICTIONS_FILE, read_split_table
+from skindx.export.ood import OodFitData
 from skindx.export.package import build_package
 from skindx.inference.classes import CLASS_CODES
 from skindx.inference.hashing import sha256_file
@@ -59,6 +60,29 @@ def reference_file(paths: ProjectPaths, out_dir: Path) -> Path:
     rows = read_split_table(paths.processed_dir, "test")
     images = np.load(images_path, mmap_mode="r")
     return write_reference(out_dir / REFERENCE_FILE, [r["image_id"] for r in rows], images)
+
+
+def ood_fit_data(paths: ProjectPaths, cfg: dict[str, Any]) -> OodFitData:
+    """The images the out-of-distribution scorer is fitted (train), thresholded (val) and
+    tested (test) on, as preprocess stored them; at most `ood.max_fit_images` training images
+    (evenly spread), since the covariance needs no more."""
+    train = load_split(paths.processed_dir, "train")
+    limit = int((cfg.get("ood") or {}).get("max_fit_images") or len(train))
+    picks = np.unique(np.linspace(0, len(train) - 1, num=min(limit, len(train))).astype(int))
+    return OodFitData(
+        train_images=np.ascontiguousarray(train.images[picks]),
+        train_labels=np.asarray(train.labels[picks]),
+        val_images=load_split(paths.processed_dir, "val").images,
+        test_images=load_split(paths.processed_dir, "test").images,
+        pass_rate=float((cfg.get("ood") or {}).get("pass_rate", 0.95)),
+    )
+
+
+def ood_report_path(params: dict[str, Any], paths: ProjectPaths) -> Path:
+    """paths.ood_report (the package stage's DVC metric), else beside paths.metrics."""
+    return Path(
+        (params.get("paths") or {}).get("ood_report") or paths.metrics.with_name("ood.json")
+    )
 
 
 def checkpoint_contract(checkpoint: dict[str, Any], path: Path) -> PreprocessingContract:
@@ -126,6 +150,8 @@ def run_package(
             parity_tolerance=float(cfg["parity_tolerance"]),
             name=cfg["registered_model"],
             extra_files=[predictions_file(paths), reference],
+            ood=ood_fit_data(paths, cfg) if (cfg.get("ood") or {}).get("enabled", True) else None,
+            ood_report=ood_report_path(params, paths),
         )
     return PackageResult(
         out_dir=out_dir,

@@ -30,7 +30,10 @@ ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.safetensors"
 CAM_HEAD_FILE = "cam_head.npy"
 INPUT_NAME = "input"
-OUTPUT_NAMES = ("logits", "features")
+OUTPUT_NAMES = ("logits", "features")  # every package has these
+POOLED_OUTPUT = "pooled"  # packages since the OOD scorer: each stage's global average pool
+EXPORTED_OUTPUTS = (*OUTPUT_NAMES, POOLED_OUTPUT)
+STAGES = ("layer1", "layer2", "layer3", "layer4")  # the order of `pooled`
 REQUIRED_CARD_KEYS = ("name", "version", "classes", "preprocessing", "temperature", "files")
 CARD_DIGEST_KEY = "card_sha256"
 
@@ -121,7 +124,9 @@ def ood_files(card: dict[str, Any]) -> list[str]:
     spec = card.get("ood")
     if not isinstance(spec, dict):
         return []
-    return [OOD_FILE, *(str(v) for v in (spec.get("files") or {}).values())]
+    stages = spec.get("stages") or []
+    arrays = [str(s.get(k)) for s in stages if isinstance(s, dict) for k in ("whitening", "means")]
+    return [OOD_FILE, *arrays]
 
 
 def create_session(onnx_path: str | Path, threads: int | None = None, providers=None):
@@ -191,15 +196,24 @@ class PackagedModel:
     def classes(self) -> list[str]:
         return [c["code"] for c in self.card["classes"]]
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """float32 (N, 3, S, S), already normalised -> (logits [N, C], features [N, K, h, w])."""
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """float32 (N, 3, S, S), already normalised -> {output name: array} (logits [N, C],
+        features [N, K, h, w], and `pooled` [N, D] in packages that export it)."""
         size = self.contract.input_size
         if x.ndim != 4 or x.shape[1:] != (3, size, size):
             raise ValueError(f"expected input of shape (N, 3, {size}, {size}), got {x.shape}")
-        logits, features = self.session.run(
-            list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)}
-        )
-        return logits, features
+        names = self.output_names
+        values = self.session.run(names, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})
+        return dict(zip(names, values, strict=True))
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (N, 3, S, S), already normalised -> (logits [N, C], features [N, K, h, w])."""
+        out = self.run_all(x)
+        return out["logits"], out["features"]
 
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (N, S, S, 3) as produced by resize_to_contract -> (probabilities, features)."""
@@ -208,10 +222,11 @@ class PackagedModel:
 
     def analyse(self, images: np.ndarray) -> ModelOutput:
         """uint8 (N, S, S, 3) -> probabilities, features and (with a scorer) OOD scores."""
-        logits, features = self.run(normalize(images, self.contract))
+        out = self.run_all(normalize(images, self.contract))
+        logits, features = out["logits"], out["features"]
         scores = inside = None
         if self.ood is not None:
-            scores = self.ood.score(features, logits)
+            scores = self.ood.score(out[POOLED_OUTPUT])
             inside = self.ood.in_distribution(scores)
         return ModelOutput(softmax(logits, self.temperature), features, logits, scores, inside)
 
@@ -240,16 +255,21 @@ def load_packaged_model(
             ood = OodScorer.from_dict(card["ood"], path)
         except OodError as exc:
             raise ModelIntegrityError(f"{path}: bad out-of-distribution scorer: {exc}") from exc
-        if ood.feature_channels not in (None, weight.shape[1]):
-            raise ModelIntegrityError(
-                f"{path}: the out-of-distribution scorer has {ood.feature_channels} feature "
-                f"channels, the model {weight.shape[1]}"
-            )
     session = create_session(path / ONNX_FILE, threads=threads, providers=providers)
     outputs = [o.name for o in session.get_outputs()]
-    if tuple(outputs) != OUTPUT_NAMES or len(card["classes"]) != weight.shape[0]:
+    # older packages (no scorer) export only logits and features
+    allowed = (EXPORTED_OUTPUTS,) if ood is not None else (OUTPUT_NAMES, EXPORTED_OUTPUTS)
+    if tuple(outputs) not in allowed or len(card["classes"]) != weight.shape[0]:
         raise ModelIntegrityError(
             f"{path}: model outputs {outputs} / {weight.shape[0]} CAM classes do not match the "
-            f"card ({list(OUTPUT_NAMES)}, {len(card['classes'])} classes)"
+            f"card ({list(EXPORTED_OUTPUTS if ood else OUTPUT_NAMES)}, "
+            f"{len(card['classes'])} classes)"
         )
+    if ood is not None:
+        pooled_dim = session.get_outputs()[outputs.index(POOLED_OUTPUT)].shape[-1]
+        if isinstance(pooled_dim, int) and pooled_dim != ood.channels:
+            raise ModelIntegrityError(
+                f"{path}: the out-of-distribution scorer expects {ood.channels} pooled "
+                f"channels, the model exports {pooled_dim}"
+            )
     return PackagedModel(path, card, contract, session, weight, bias, ood)

@@ -1,24 +1,23 @@
 """Out-of-distribution scoring: is an upload a dermatoscopic image like the training data?
 
 numpy only (the torch-free core): the package stage fits a scorer on the model's own pooled
-layer4 features of the training images and thresholds it on the validation images; serving,
-evaluation and external validation load it from the package and call `OodScorer.score`.
+features of the training images and thresholds it on the validation images; serving,
+evaluation and external validation load it from the package (PackagedModel.ood) and call
+`OodScorer.score(pooled)` on the ONNX output `pooled`, or simply PackagedModel.analyse(images).
 
 Scores grow with strangeness (higher = further from the training data); an image is in
-distribution when its score is at most the threshold. Methods (docs/ood.md argues the default):
+distribution when its score is at most the threshold. The score (docs/ood.md argues it against
+layer4 alone and the energy score, with measurements): for each backbone stage (layer1..layer4),
+the smallest Mahalanobis distance from the stage's global-average-pooled features to a class
+mean, with one covariance shared by the classes (Lee et al. 2018), Ledoit-Wolf shrunk so that it
+is invertible with fewer images than channels; each standardised by its median and IQR on the
+validation images, then summed. Early stages catch what is not a photograph of skin at all
+(flat colours, noise, text), late ones what looks unlike a lesion.
 
-- ``mahalanobis``: the smallest Mahalanobis distance from the global-average-pooled layer4
-  features to a class mean, with one covariance shared by the classes (Lee et al. 2018),
-  Ledoit-Wolf shrunk so that it is invertible with fewer images than feature channels; reported
-  per feature dimension (d^2 / K, about 1 for training images).
-- ``energy``: the negative free energy -logsumexp(logits) (Liu et al. 2020).
-- ``combined``: the sum of both, each standardised by its median and interquartile range on the
-  validation images.
-
-Files in a package (listed and sealed by the card like every other file, no pickle):
-`ood.json` (method, threshold, standardisation, provenance), `ood_whitening.npy` ([K, K]
-float32, W with W W^T = inverse shared covariance) and `ood_means.npy` ([C, K] float32, the
-class means already multiplied by W).
+Files in a package (listed in and sealed by the card like every other file, no pickle):
+`ood.json` (threshold, stages, standardisation, provenance) and per stage
+`ood_<stage>_whitening.npy` ([K, K] float32, W with W W^T = inverse shared covariance) and
+`ood_<stage>_means.npy` ([C, K] float32, the class means already multiplied by W).
 """
 
 from __future__ import annotations
@@ -31,10 +30,8 @@ from typing import Any
 import numpy as np
 
 OOD_FILE = "ood.json"
-OOD_WHITENING_FILE = "ood_whitening.npy"
-OOD_MEANS_FILE = "ood_means.npy"
-METHODS = ("mahalanobis", "energy", "combined")
 DEFAULT_METHOD = "mahalanobis"
+METHODS = (DEFAULT_METHOD,)
 DEFAULT_PASS_RATE = 0.95  # share of validation images that must pass the threshold
 
 
@@ -105,62 +102,79 @@ def robust_scale(values: np.ndarray) -> tuple[float, float]:
 
 
 @dataclass
-class OodScorer:
-    """A fitted scorer; `score(features, logits)` -> [N] float64, higher = more out of
-    distribution; `in_distribution(scores)` -> [N] bool (score <= threshold)."""
+class Stage:
+    """One backbone stage's Mahalanobis model: whitening [K, K], whitened class means [C, K]
+    and the median and IQR of its validation scores (to add stages on one scale)."""
 
-    method: str
+    name: str
+    whitening: np.ndarray = field(repr=False)
+    means: np.ndarray = field(repr=False)
+    centre: float = 0.0
+    scale: float = 1.0
+
+    @property
+    def channels(self) -> int:
+        return int(self.whitening.shape[0])
+
+    def distance(self, x: np.ndarray) -> np.ndarray:
+        """min over classes of the squared whitened distance of pooled rows [N, K], / K."""
+        z = np.asarray(x, np.float64) @ self.whitening.astype(np.float64)
+        m = self.means.astype(np.float64)
+        d2 = (z**2).sum(1)[:, None] - 2 * z @ m.T + (m**2).sum(1)[None, :]
+        return np.maximum(d2.min(axis=1), 0.0) / self.channels
+
+    def standardised(self, x: np.ndarray) -> np.ndarray:
+        return (self.distance(x) - self.centre) / self.scale
+
+
+@dataclass
+class OodScorer:
+    """A fitted scorer over the model's `pooled` output ([N, D]: the global average pool of
+    each backbone stage, concatenated in `stages` order). `score(pooled)` -> [N] float64, higher
+    = further from the training data; `in_distribution(scores)` -> [N] bool (<= threshold).
+
+    The score is the sum over stages of each stage's Mahalanobis distance standardised on the
+    validation images (the feature ensemble of Lee et al. 2018, with equal weights: no
+    out-of-distribution data is used to fit it)."""
+
     threshold: float
-    whitening: np.ndarray | None = field(default=None, repr=False)
-    means: np.ndarray | None = field(default=None, repr=False)
-    scales: dict[str, tuple[float, float]] = field(default_factory=dict)
+    stages: list[Stage]
+    method: str = DEFAULT_METHOD
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise OodError(f"unknown out-of-distribution method {self.method!r}: one of {METHODS}")
-        if self.method != "energy" and (self.whitening is None or self.means is None):
-            raise OodError(f"method {self.method!r} needs the whitening matrix and class means")
-        if self.method == "combined" and not {"mahalanobis", "energy"} <= set(self.scales):
-            raise OodError("method 'combined' needs the validation scales of both scores")
+        if self.method != DEFAULT_METHOD:
+            raise OodError(f"unknown out-of-distribution method {self.method!r}: {METHODS}")
+        if not self.stages:
+            raise OodError("an out-of-distribution scorer needs at least one stage")
 
     @property
-    def feature_channels(self) -> int | None:
-        return None if self.whitening is None else int(self.whitening.shape[0])
+    def channels(self) -> int:
+        """D, the width of the pooled vector it scores."""
+        return sum(stage.channels for stage in self.stages)
 
-    def mahalanobis(self, features: np.ndarray) -> np.ndarray:
-        """min over classes of the squared whitened distance, divided by K."""
-        if self.whitening is None or self.means is None:
-            raise OodError("this scorer has no Mahalanobis parameters")
-        x = pooled(features)
-        if x.shape[1] != self.whitening.shape[0]:
+    def split(self, pooled_features: np.ndarray) -> list[np.ndarray]:
+        x = np.asarray(pooled_features, np.float64)
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2 or x.shape[1] != self.channels:
             raise OodError(
-                f"features have {x.shape[1]} channels, the scorer was fitted on "
-                f"{self.whitening.shape[0]}: it belongs to another model"
+                f"expected pooled features [N, {self.channels}], got shape {x.shape}: the "
+                "scorer belongs to another model"
             )
-        z = x @ self.whitening.astype(np.float64)
-        m = self.means.astype(np.float64)
-        d2 = (z**2).sum(1)[:, None] - 2 * z @ m.T + (m**2).sum(1)[None, :]
-        return np.maximum(d2.min(axis=1), 0.0) / x.shape[1]
+        bounds = np.cumsum([0, *(stage.channels for stage in self.stages)])
+        return [x[:, a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
-    def components(self, features: np.ndarray | None, logits: np.ndarray | None) -> dict:
-        """Each raw score the method uses (for reports: which one separates better)."""
-        parts: dict[str, np.ndarray] = {}
-        if self.method in ("mahalanobis", "combined"):
-            if features is None:
-                raise OodError(f"method {self.method!r} needs the layer4 features")
-            parts["mahalanobis"] = self.mahalanobis(features)
-        if self.method in ("energy", "combined"):
-            if logits is None:
-                raise OodError(f"method {self.method!r} needs the logits")
-            parts["energy"] = energy(logits)
-        return parts
+    def components(self, pooled_features: np.ndarray) -> dict[str, np.ndarray]:
+        """Each stage's raw Mahalanobis score (for reports)."""
+        return {
+            stage.name: stage.distance(part)
+            for stage, part in zip(self.stages, self.split(pooled_features), strict=True)
+        }
 
-    def score(self, features: np.ndarray | None, logits: np.ndarray | None = None) -> np.ndarray:
-        parts = self.components(features, logits)
-        if self.method != "combined":
-            return parts[self.method]
-        return sum((parts[k] - self.scales[k][0]) / self.scales[k][1] for k in sorted(parts))
+    def score(self, pooled_features: np.ndarray) -> np.ndarray:
+        parts = self.split(pooled_features)
+        return sum(s.standardised(p) for s, p in zip(self.stages, parts, strict=True))
 
     def in_distribution(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) <= self.threshold
@@ -168,56 +182,69 @@ class OodScorer:
     # --- package files ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
+            **self.info,
             "method": self.method,
             "threshold": float(self.threshold),
             "score": "higher = further from the training data; in distribution if <= threshold",
-            "scales": {k: list(v) for k, v in self.scales.items()},
-            "files": {"whitening": OOD_WHITENING_FILE, "means": OOD_MEANS_FILE}
-            if self.whitening is not None
-            else {},
-            **self.info,
+            "stages": [
+                {
+                    "name": s.name,
+                    "channels": s.channels,
+                    "centre": s.centre,
+                    "scale": s.scale,
+                    "whitening": whitening_file(s.name),
+                    "means": means_file(s.name),
+                }
+                for s in self.stages
+            ],
         }
 
+    @property
+    def files(self) -> list[str]:
+        return [OOD_FILE, *(f(s.name) for s in self.stages for f in (whitening_file, means_file))]
+
     def save(self, directory: str | Path) -> list[Path]:
-        """Write ood.json (+ the two .npy files) into `directory`; returns the paths."""
+        """Write ood.json and each stage's two .npy files into `directory`."""
         directory = Path(directory)
-        written = []
-        if self.whitening is not None and self.means is not None:
-            for name, array in ((OOD_WHITENING_FILE, self.whitening), (OOD_MEANS_FILE, self.means)):
-                np.save(directory / name, np.asarray(array, np.float32), allow_pickle=False)
-                written.append(directory / name)
+        for s in self.stages:
+            np.save(directory / whitening_file(s.name), s.whitening.astype(np.float32))
+            np.save(directory / means_file(s.name), s.means.astype(np.float32))
         (directory / OOD_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return [*written, directory / OOD_FILE]
+        return [directory / name for name in self.files]
 
     @classmethod
-    def from_dict(cls, spec: dict[str, Any], directory: str | Path | None = None) -> OodScorer:
+    def from_dict(cls, spec: dict[str, Any], directory: str | Path) -> OodScorer:
         """From ood.json's content (the card's `ood` section); arrays read from `directory`
         with allow_pickle=False."""
-        if not isinstance(spec, dict) or "method" not in spec or "threshold" not in spec:
-            raise OodError("the out-of-distribution spec needs `method` and `threshold`")
-        files = spec.get("files") or {}
-        arrays: dict[str, np.ndarray | None] = {"whitening": None, "means": None}
-        for key in arrays:
-            if key in files:
-                if directory is None:
-                    raise OodError("the scorer's arrays need the package directory")
-                path = Path(directory) / Path(str(files[key])).name
+        if not isinstance(spec, dict) or "threshold" not in spec or "stages" not in spec:
+            raise OodError("the out-of-distribution spec needs `threshold` and `stages`")
+        stages = []
+        for entry in spec["stages"]:
+            arrays = []
+            for key in ("whitening", "means"):
+                path = Path(directory) / Path(str(entry[key])).name
                 if not path.is_file():
                     raise OodError(f"{path} not found: the package's scorer is incomplete")
-                arrays[key] = np.load(path, allow_pickle=False)
-        whitening, means = arrays["whitening"], arrays["means"]
-        if whitening is not None and means is not None:
+                arrays.append(np.load(path, allow_pickle=False))
+            whitening, means = arrays
             if whitening.ndim != 2 or whitening.shape[0] != whitening.shape[1]:
-                raise OodError(f"{OOD_WHITENING_FILE}: expected [K, K], got {whitening.shape}")
+                raise OodError(f"{entry['whitening']}: expected [K, K], got {whitening.shape}")
             if means.ndim != 2 or means.shape[1] != whitening.shape[1]:
-                raise OodError(f"{OOD_MEANS_FILE}: expected [C, K], got {means.shape}")
-        known = {"method", "threshold", "scales", "files", "score"}
+                raise OodError(f"{entry['means']}: expected [C, K], got {means.shape}")
+            stages.append(
+                Stage(
+                    str(entry["name"]),
+                    whitening,
+                    means,
+                    float(entry["centre"]),
+                    float(entry["scale"]),
+                )
+            )
+        known = {"method", "threshold", "stages", "score"}
         return cls(
-            method=str(spec["method"]),
             threshold=float(spec["threshold"]),
-            whitening=whitening,
-            means=means,
-            scales={k: (float(v[0]), float(v[1])) for k, v in (spec.get("scales") or {}).items()},
+            stages=stages,
+            method=str(spec.get("method", DEFAULT_METHOD)),
             info={k: v for k, v in spec.items() if k not in known},
         )
 
@@ -232,47 +259,51 @@ class OodScorer:
         return cls.from_dict(spec, directory)
 
 
+def whitening_file(stage: str) -> str:
+    return f"ood_{stage}_whitening.npy"
+
+
+def means_file(stage: str) -> str:
+    return f"ood_{stage}_means.npy"
+
+
 def fit_scorer(
-    train_features: np.ndarray,
+    train_pooled: np.ndarray,
     train_labels: np.ndarray,
-    val_features: np.ndarray,
-    val_logits: np.ndarray,
+    val_pooled: np.ndarray,
     *,
+    stages: dict[str, int],
     n_classes: int,
-    method: str = DEFAULT_METHOD,
     pass_rate: float = DEFAULT_PASS_RATE,
-    train_logits: np.ndarray | None = None,
 ) -> OodScorer:
-    """Fit on the training images' features, threshold at the `pass_rate` quantile of the
-    validation images' scores (so that share of in-distribution images passes)."""
+    """Fit each stage on the training images' pooled features, standardise it on the validation
+    images, and threshold the sum at the `pass_rate` quantile of the validation scores (so that
+    share of in-distribution images passes). `stages`: {name: channels}, in pooled order."""
     if not 0 < pass_rate <= 1:
         raise OodError(f"pass_rate must be in (0, 1], got {pass_rate}")
-    if len(val_features) == 0:
+    if len(val_pooled) == 0:
         raise OodError("no validation images to set the out-of-distribution threshold on")
-    whitening, means, facts = fit_mahalanobis(train_features, train_labels, n_classes)
-    probe = OodScorer("mahalanobis", np.inf, whitening, means)
-    val_parts = {"mahalanobis": probe.mahalanobis(val_features), "energy": energy(val_logits)}
-    scales = {k: robust_scale(v) for k, v in val_parts.items()}
-    scorer = OodScorer(
-        method,
-        np.inf,
-        whitening if method != "energy" else None,
-        means if method != "energy" else None,
-        scales if method == "combined" else {},
-    )
-    val_scores = scorer.score(val_features, val_logits)
-    threshold = float(np.quantile(val_scores, pass_rate, method="higher"))
-    scorer.threshold = threshold
+    bounds = np.cumsum([0, *stages.values()])
+    fitted, shrinkage = [], {}
+    for (name, _), a, b in zip(stages.items(), bounds[:-1], bounds[1:], strict=True):
+        whitening, means, facts = fit_mahalanobis(train_pooled[:, a:b], train_labels, n_classes)
+        stage = Stage(name, whitening, means)
+        stage.centre, stage.scale = robust_scale(stage.distance(val_pooled[:, a:b]))
+        fitted.append(stage)
+        shrinkage[name] = facts["shrinkage"]
+    scorer = OodScorer(np.inf, fitted)
+    val_scores = scorer.score(val_pooled)
+    scorer.threshold = float(np.quantile(val_scores, pass_rate, method="higher"))
     scorer.info = {
-        "feature": "layer4, global average pooled",
-        "fitted_on": {"split": "train", "n_images": facts["n_images"]},
+        "feature": "global average pool of each backbone stage (the ONNX output `pooled`)",
+        "fitted_on": {"split": "train", "n_images": int(len(train_pooled))},
         "threshold_on": {
             "split": "val",
             "n_images": int(len(val_scores)),
             "pass_rate_target": float(pass_rate),
-            "pass_rate": float(np.mean(val_scores <= threshold)),
+            "pass_rate": float(np.mean(val_scores <= scorer.threshold)),
         },
-        "covariance": {"estimator": "ledoit-wolf", "shrinkage": facts["shrinkage"]},
+        "covariance": {"estimator": "ledoit-wolf, shared by the classes", "shrinkage": shrinkage},
         "classes_fitted": facts["classes_fitted"],
     }
     return scorer
