@@ -50,6 +50,8 @@ class InferenceResult:
     probabilities: np.ndarray  # [C], temperature-calibrated
     features: np.ndarray  # [K, h, w] layer4 features, for the CAM
     model: PackagedModel  # the model that produced them
+    ood_score: float | None = None  # skindx.inference.ood (None: the package has no scorer)
+    in_distribution: bool | None = None
 
 
 class InferenceEngine:
@@ -172,5 +174,14 @@ class InferenceEngine:
                 for item in items
             ]
         )
-        probabilities, features = model.predict(pixels)
-        return [InferenceResult(probabilities[i], features[i], model) for i in range(len(items))]
+        out = model.analyse(pixels)
+        return [
+            InferenceResult(
+                out.probabilities[i],
+                out.features[i],
+                model,
+                None if out.ood_scores is None else float(out.ood_scores[i]),
+                None if out.in_distribution is None else bool(out.in_distribution[i]),
+            )
+            for i in range(len(items))
+        ]
