@@ -5,7 +5,9 @@ The engine must answer `docker info`; without one these tests are skipped with t
 (`.ci/run` starts one first, so CI always runs them). The stack runs from a copy of the
 checkout (tracked and untracked-not-ignored files, as a fresh clone plus work in progress has)
 with the quick pipeline's promoted model in serving/model, under its own project name and image
-prefix, so nothing of a developer's own `make up` stack or images is touched.
+prefix, so nothing of a developer's own `make up` stack or images is touched. Its secrets are its
+own too: docker/stack_secrets.py writes a fresh .secrets/ into the copy (as `make up` does), and
+`ComposeStack.mlflow_auth` is the login the trainer gets from there.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +32,7 @@ from deploy.image import image_values
 from tests.conftest import REPO_ROOT
 from tests.helpers.servers import free_port
 
-SERVICES = ("mlflow", "api", "ui", "nginx")
+SERVICES = ("postgres", "mlflow", "monitor", "api", "ui", "nginx", "prometheus")
 BUILD_TIMEOUT_S = 2400  # a cold trainer build installs CUDA torch (~4 GB of wheels)
 UP_TIMEOUT_S = 420
 REPORT_DIR = REPO_ROOT / "reports" / "containers"
@@ -74,6 +78,22 @@ def copy_checkout(dest: Path) -> Path:
     return dest
 
 
+def write_secrets(directory: Path) -> Path:
+    """The checkout copy's own .secrets/ (its passwords), as `make secrets` writes them: every
+    compose command needs the files (env_file:)."""
+    subprocess.run(
+        [
+            sys.executable,
+            str(directory / "docker" / "stack_secrets.py"),
+            "--dir",
+            str(directory / ".secrets"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return directory / ".secrets"
+
+
 @dataclass
 class ComposeStack:
     """A running compose project: its command, environment and entry URL."""
@@ -85,6 +105,25 @@ class ComposeStack:
     compose: list[str]
     model_card: dict
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.directory / ".secrets"
+
+    def secret_env(self, service: str) -> dict[str, str]:
+        """The variables of .secrets/<service>.env (what compose gives that service)."""
+        values = {}
+        for line in (self.secrets_dir / f"{service}.env").read_text().splitlines():
+            if line and not line.startswith("#") and "=" in line:
+                key, _, value = line.partition("=")
+                values[key] = value
+        return values
+
+    @property
+    def mlflow_auth(self) -> tuple[str, str]:
+        """(user, password) of MLflow's basic-auth login: the trainer's, from .secrets/."""
+        env = self.secret_env("trainer")
+        return env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]
 
     def command(self, *args: str) -> list[str]:
         return [
@@ -148,6 +187,13 @@ class ComposeStack:
     def wait_healthy(self, timeout: float = UP_TIMEOUT_S) -> None:
         wait_healthy(self.command(), timeout=timeout, env=self.env)
 
+    @property
+    def operator_auth(self) -> tuple[str, str]:
+        """(user, password) of nginx's operators' login (/prometheus/, /monitoring/)."""
+        return self.env.get("SKINDX_OPERATOR_USER", "operator"), self.env[
+            "SKINDX_OPERATOR_PASSWORD"
+        ]
+
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 60), **kwargs)
 
@@ -195,6 +241,12 @@ def compose_stack(docker_engine, quick_project, tmp_path_factory) -> Iterator[Co
         "SKINDX_BIND": "127.0.0.1",
         # many predictions in a row from one client address: past the default rate limit
         "SKINDX_PREDICT_RATE": "1000r/s",
+        # the operators' login of /prometheus/ and /monitoring/ (tests/containers/test_prometheus.py)
+        "SKINDX_OPERATOR_PASSWORD": secrets.token_urlsafe(16),
+        # Prometheus scrapes and evaluates every 2 s and fires an alert at once (`for:` 0s), so
+        # that a test sees an alert fire within seconds, not minutes
+        "SKINDX_PROMETHEUS_INTERVAL": "2s",
+        "SKINDX_PROMETHEUS_ALERT_FOR": "0s",
     }
     stack = ComposeStack(
         project=project,
@@ -206,6 +258,7 @@ def compose_stack(docker_engine, quick_project, tmp_path_factory) -> Iterator[Co
     )
     prefix = env["SKINDX_IMAGE_PREFIX"]
     sizes = {}
+    write_secrets(directory)
     try:
         for service in (*SERVICES, "trainer"):
             timed(

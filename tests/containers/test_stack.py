@@ -20,7 +20,7 @@ from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
-from tests.containers.conftest import SERVICES, ComposeStack, copy_checkout
+from tests.containers.conftest import SERVICES, ComposeStack, copy_checkout, write_secrets
 from tests.e2e import test_browser as ui
 
 # the first test also builds the images (a cold trainer build installs CUDA torch)
@@ -87,7 +87,8 @@ def test_api_docs_docs_site_and_mlflow_are_served_and_redirects_keep_the_port(co
     with compose_stack.client() as client:
         api_docs = client.get("api-docs")
         docs = client.get("docs/")
-        mlflow = client.get("mlflow/")
+        # MLflow asks for its login (tests/containers/test_mlflow_server.py: without it, 401)
+        mlflow = client.get("mlflow/", auth=compose_stack.mlflow_auth)
         for path in ("docs", "mlflow"):
             redirect = client.get(path)
             assert redirect.status_code == 301
@@ -274,9 +275,10 @@ def test_killing_a_replica_during_traffic_loses_no_request(
 
 
 def mlflow_api(stack: ComposeStack, endpoint: str, **body) -> dict:
-    """MLflow's REST API through nginx: POST for runs and experiments, GET for the registry."""
+    """MLflow's REST API through nginx, logged in: POST for runs and experiments, GET for the
+    registry."""
     url = f"mlflow/api/2.0/mlflow/{endpoint}"
-    with stack.client() as client:
+    with stack.client(auth=stack.mlflow_auth) as client:
         if endpoint.startswith("registered-models/"):
             response = client.get(url, params=body)
         else:
@@ -414,6 +416,7 @@ def test_the_api_build_without_a_model_says_which_command_to_run(compose_stack, 
     the command, not a traceback (the installed layers come from the cache)."""
     bare = copy_checkout(tmp_path_factory.mktemp("fresh") / "skindx")
     assert not (bare / "serving" / "model").exists()
+    write_secrets(bare)  # as make api-image does first (make secrets)
     stack = ComposeStack(**{**compose_stack.__dict__, "directory": bare})
     result = stack.run("build", "api", check=False, timeout=900)
     output = result.stdout + result.stderr
