@@ -14,6 +14,7 @@ FILES = {
     "torch": REPO_ROOT / "requirements" / "torch.txt",
     "pipeline": REPO_ROOT / "requirements" / "pipeline.txt",
     "mlflow": REPO_ROOT / "requirements" / "mlflow.txt",
+    "monitor": REPO_ROOT / "requirements" / "monitor-image.txt",
     "serving": REPO_ROOT / "serving" / "requirements.txt",
     "ui": REPO_ROOT / "app" / "requirements.txt",
     "dev": REPO_ROOT / "requirements" / "dev.txt",
@@ -47,9 +48,9 @@ def test_every_package_has_one_version_across_the_sets():
 
 def test_no_image_set_holds_torch_or_test_tools_where_it_must_not():
     assert {"torch", "torchvision"} <= set(pins(FILES["torch"]))
-    for label in ("serving", "ui", "mlflow"):
+    for label in ("serving", "ui", "mlflow", "monitor"):
         assert not {"torch", "torchvision", "onnx"} & set(pins(FILES[label])), label
-    for label in ("torch", "pipeline", "serving", "ui", "mlflow"):
+    for label in ("torch", "pipeline", "serving", "ui", "mlflow", "monitor"):
         assert not TEST_TOOLS & set(pins(FILES[label])), label
 
 
