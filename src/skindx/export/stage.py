@@ -132,6 +132,8 @@ def run_package(
             "sha256": sha256_file(checkpoint_path),
             "epoch": checkpoint.get("best_epoch", checkpoint.get("epoch")),
             "best_metric": checkpoint.get("best_metric"),
+            # "model" (the trained weights) or "ema" (their moving average, train.ema)
+            "weights": checkpoint.get("weights", "model"),
         },
     }
     with tempfile.TemporaryDirectory(prefix="skindx-package-") as scratch:
