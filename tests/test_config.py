@@ -90,7 +90,9 @@ def test_every_pipeline_path_comes_from_the_paths_group():
                 path = next(iter(entry)) if isinstance(entry, dict) else entry
                 assert path.startswith("${paths."), f"{name}.{key}: {path}"
         for dep in stage["deps"]:
-            assert dep.startswith(("${paths.", "src/", "pipelines/")), f"{name}.deps: {dep}"
+            # serving/: ingest's feedback source reads the prediction log with serving.predlog
+            code = ("src/", "pipelines/", "serving/")
+            assert dep.startswith(("${paths.", *code)), f"{name}.deps: {dep}"
     paths = ProjectPaths.from_params(load_params(REPO_ROOT / "params.yaml"))
     assert paths.processed_dir == Path("data/processed")
     assert load_params(REPO_ROOT / "params.yaml")["mlflow"]["tracking_uri"] == (
