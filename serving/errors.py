@@ -16,6 +16,8 @@ from skindx.inference.images import ImageDecodeError
 
 logger = logging.getLogger("serving")
 
+NOT_DERMOSCOPIC = "not_dermoscopic"  # an upload the out-of-distribution scorer rejects
+
 # codes for errors raised by the framework (routing, body limits, multipart parsing)
 _STATUS_CODES = {
     400: "bad_request",
@@ -42,6 +44,22 @@ class ApiError(Exception):
         self.code = code
         self.detail = detail
         self.headers = dict(headers or {})
+
+    @classmethod
+    def not_dermoscopic(
+        cls, score: float, threshold: float, filename: str | None = None
+    ) -> ApiError:
+        """422 for an upload the out-of-distribution scorer rejects (SKINDX_OOD_ACTION=reject)."""
+        name = f"{filename!r} " if filename else ""
+        return cls(
+            422,
+            NOT_DERMOSCOPIC,
+            f"the image {name}does not look like a dermatoscopic image of a skin lesion "
+            f"(out-of-distribution score {score:.3g} above the model's threshold "
+            f"{threshold:.3g}). Upload a dermatoscope photograph of one pigmented lesion, in "
+            "colour and centred, not a screenshot, document, X-ray, everyday photo or "
+            "clinical/smartphone picture.",
+        )
 
     @classmethod
     def not_ready(cls, exc: Exception, retry_after_s: int) -> ApiError:

@@ -47,7 +47,7 @@ def record_prediction(
         "predicted_class": predicted,
         "confidence": probabilities[predicted],
         "probabilities": probabilities,
-        "ood_score": None,  # the trust issue adds one
+        "ood_score": result.ood_score,  # None when the package has no scorer
         "image_format": facts.image_format,
         "image_width": facts.width,
         "image_height": facts.height,

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from serving.engine import InferenceResult
+from serving.errors import ApiError
 from serving.predlog.writer import PredictionLog
 from serving.recording import NOT_LOGGED, Logged, record_prediction
 from serving.schemas import ClassProbability, ModelCard, Prediction
@@ -32,6 +33,7 @@ def build_prediction(
     best = int(np.argmax(probabilities))
     info = CLASS_INFO[model.classes[best]]
     threshold = (model.card.get("uncertainty") or {}).get("threshold")
+    ood_threshold = model.ood.threshold if model.ood is not None else None
     return Prediction(
         predicted_class=info.code,
         predicted_name=info.name,
@@ -40,6 +42,9 @@ def build_prediction(
         urgency=info.urgency,
         uncertain=threshold is not None and float(probabilities[best]) < threshold,
         uncertainty_threshold=threshold,
+        ood_score=result.ood_score,
+        in_distribution=result.in_distribution,
+        ood_threshold=ood_threshold,
         probabilities=[
             ClassProbability(code=code, name=CLASS_INFO[code].name, probability=float(p))
             for code, p in zip(model.classes, probabilities, strict=True)
@@ -82,9 +87,14 @@ def answer(
     endpoint: str,
     http_request_id: str | None = None,
     batch_index: int | None = None,
+    ood_action: str = "flag",
+    filename: str | None = None,
 ) -> Prediction:
     """An answered image's latency, its one prediction-log record and its response body: the
-    same steps for /predict, each file of /predict/batch and /explain."""
+    same steps for /predict, each file of /predict/batch and /explain.
+
+    With `ood_action="reject"` an upload out of distribution raises ApiError 422
+    not_dermoscopic instead (after its record is logged, with its ood_score, for monitoring)."""
     latency = elapsed_ms(started)
     logged = record_prediction(
         log,
@@ -96,4 +106,8 @@ def answer(
         facts=facts,
         latency_ms=latency,
     )
+    if ood_action == "reject" and result.in_distribution is False:
+        raise ApiError.not_dermoscopic(
+            float(result.ood_score), float(result.model.ood.threshold), filename
+        )
     return build_prediction(result, latency, request_id, logged)

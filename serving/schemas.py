@@ -42,6 +42,21 @@ class Prediction(BaseModel):
     uncertainty_threshold: float | None = Field(
         None, description="The card's threshold (null: the package has none)."
     )
+    ood_score: float | None = Field(
+        None,
+        description="Out-of-distribution score of the upload (skindx.inference.ood: higher = "
+        "less like the dermatoscopic training images); null when the package has no scorer.",
+    )
+    in_distribution: bool | None = Field(
+        None,
+        description="False when `ood_score` is above the card's threshold (set so that 95 % of "
+        "validation images pass): the upload does not look like a dermatoscopic image of a "
+        "lesion, so show a warning instead of the diagnosis. With SKINDX_OOD_ACTION=reject such "
+        "uploads get a 422 `not_dermoscopic` instead. Null: the package has no scorer.",
+    )
+    ood_threshold: float | None = Field(
+        None, description="The card's out-of-distribution threshold (null: no scorer)."
+    )
     probabilities: list[ClassProbability] = Field(description="Every class, in label order.")
     model_version: str
     processing_time_ms: float = Field(ge=0.0)

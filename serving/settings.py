@@ -42,6 +42,7 @@ _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("skindx_environ", de
 _REPLACED = {"max_upload_bytes": "SKINDX_MAX_UPLOAD_MB (whole megabytes, e.g. 10)"}
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+OodAction = Literal["flag", "reject"]
 
 
 class SettingsError(ValueError):
@@ -93,6 +94,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     explain_size: int = Field(448, ge=1, description="side of the Grad-CAM overlay PNG")
+    # what an upload the out-of-distribution scorer rejects gets: `flag` answers it with
+    # in_distribution=false (the UI shows a warning instead of the diagnosis), `reject` refuses
+    # it with 422 not_dermoscopic
+    ood_action: OodAction = "flag"
     log_level: LogLevel = "info"
     # the prediction log (serving/predlog): one row per answered image, and reviewers' feedback
     run_dir: Path = DEFAULT_RUN_DIR
@@ -111,7 +116,7 @@ class Settings(BaseSettings):
         DEFAULT_MONITORING_SUMMARY, description="summary.json of the last drift report"
     )
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "ood_action", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value

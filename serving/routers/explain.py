@@ -56,7 +56,13 @@ async def explain(
         limiter=limiter,
     )
     prediction = answer(
-        log, result, upload.facts, started, request_id=request_id, endpoint="explain"
+        log,
+        result,
+        upload.facts,
+        started,
+        request_id=request_id,
+        endpoint="explain",
+        ood_action=settings.ood_action,
     )
     return Explanation(
         **prediction.model_dump(),

@@ -44,7 +44,15 @@ async def predict(
     started = time.perf_counter()
     upload = await decode(await read_upload(file, settings), settings, engine, limiter)
     (result,) = await infer([upload.item], settings, engine)
-    return answer(log, result, upload.facts, started, request_id=request_id, endpoint="predict")
+    return answer(
+        log,
+        result,
+        upload.facts,
+        started,
+        request_id=request_id,
+        endpoint="predict",
+        ood_action=settings.ood_action,
+    )
 
 
 def _nothing_to_classify(refusals: list[BatchItem]) -> ApiError:
@@ -104,17 +112,26 @@ async def predict_batch(
         if isinstance(outcome, BatchItem):
             results.append(outcome)
             continue
-        prediction = answer(
-            log,
-            next(inferred),
-            outcome.facts,
-            started,
-            request_id=f"{request_id}-{index}",
-            http_request_id=request_id,
-            endpoint="batch",
-            batch_index=index,
-        )
+        try:
+            prediction = answer(
+                log,
+                next(inferred),
+                outcome.facts,
+                started,
+                request_id=f"{request_id}-{index}",
+                http_request_id=request_id,
+                endpoint="batch",
+                batch_index=index,
+                ood_action=settings.ood_action,
+                filename=upload.filename,
+            )
+        except ApiError as exc:  # not_dermoscopic (SKINDX_OOD_ACTION=reject): this file only
+            metrics.rejections.labels(code=exc.code).inc()
+            results.append(refusal(upload, exc))
+            continue
         results.append(BatchItem(filename=upload.filename, status_code=200, prediction=prediction))
+    if not any(r.prediction for r in results):
+        raise _nothing_to_classify(results)
     version = next(r.prediction.model_version for r in results if r.prediction)
     return BatchPrediction(
         results=results,

@@ -176,3 +176,20 @@ def synthetic_jpegs() -> list[bytes]:
 @pytest.fixture(scope="session")
 def synthetic_jpeg(synthetic_jpegs: list[bytes]) -> bytes:
     return synthetic_jpegs[0]
+
+
+@pytest.fixture(scope="session")
+def ood_package_dir(processed_dir: Path, tmp_path_factory) -> Path:
+    """A package with an out-of-distribution scorer (untrained resnet18, 32 px, fitted on
+    processed_dir's real train images; flat colours as its only probes, to build fast).
+    Read-only; tests.helpers.ood.with_ood_threshold makes a copy with another threshold."""
+    from skindx.export.ood import flat_colours
+    from tests.conftest import make_untrained_model
+    from tests.helpers.ood import build_ood_package
+
+    return build_ood_package(
+        processed_dir,
+        tmp_path_factory.mktemp("ood-package") / "model",
+        make_untrained_model(),
+        probes={"flat_colours": flat_colours()},
+    )
