@@ -720,7 +720,7 @@ def run_external(params: Mapping[str, Any], *, progress: bool = True) -> dict[st
     root = tracking.project_root()
     folder = Path(str(folder)).expanduser()
     folder = folder if folder.is_absolute() else root / folder
-    scorer = PackageScorer(paths.candidate_dir, batch_size=int(cfg.get("batch_size", 32)))
+    scorer = PackageScorer(paths.candidate_dir)
     report = evaluate_folder(
         folder,
         scorer,
