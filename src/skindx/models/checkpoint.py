@@ -2,6 +2,9 @@
 
 Keys (docs/contracts.md): model_state, optimizer_state, scheduler_state, epoch, best_metric,
 best_epoch, history, config; plus scaler_state and epochs_without_improvement for resuming.
+`weights` says what model_state holds: "model" (the trained weights) or "ema" (their moving
+average, train.ema; best.pt holds whichever validated better, so whatever loads model_state
+evaluates, exports and serves the chosen weights); last.pt adds `ema_state` to resume the EMA.
 """
 
 from __future__ import annotations
