@@ -72,6 +72,27 @@ def test_the_test_split_is_never_pretrained_on():
     )
 
 
+def test_two_views_of_an_image_differ_and_grey_views_stay_grey(processed_dir):
+    import torch
+
+    from skindx.data.processed import load_split, read_contract
+    from skindx.pretrain.views import TwoViews
+
+    contract = read_contract(processed_dir)
+    batch = torch.from_numpy(load_split(processed_dir, "train").images[:8].copy())
+    section = quick_params()["pretrain"]
+    mean = torch.tensor(contract.mean).view(1, 3, 1, 1)
+    std = torch.tensor(contract.std).view(1, 3, 1, 1)
+    for p, grey in ((1.0, True), (0.0, False)):
+        views = TwoViews(contract, section["views"], grayscale_p=p)
+        a, b = views(batch, generator=torch.Generator().manual_seed(0))
+        assert a.shape == b.shape == (8, 3, contract.input_size, contract.input_size)
+        assert not torch.allclose(a, b)  # independent crops, flips and jitter
+        pixels = a * std + mean  # back to [0, 1] RGB
+        spread = (pixels.amax(dim=1) - pixels.amin(dim=1)).max().item()
+        assert (spread < 1e-5) == grey, (p, spread)
+
+
 def test_the_contrastive_loss_falls_over_a_few_steps(processed_dir):
     """Four SimCLR steps on one batch with the same two views each time: NT-Xent falls from
     about log(2N - 1) and the views find their partners (the optimisation works end to end:
