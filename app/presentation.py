@@ -127,3 +127,80 @@ def feedback_storage_note(recorded: dict) -> str:
     if recorded.get("image_stored"):
         return "The image is stored, so this case can join the next training."
     return "The image was not stored, so this case counts in monitoring but cannot be trained on."
+
+
+# --- what the answer means: a diagnosis, an uncertain answer, or an image we cannot judge ------
+NOT_DERMOSCOPIC_CODE = "not_dermoscopic"  # the API's 422 code (SKINDX_OOD_ACTION=reject)
+NEUTRAL = UrgencyStyle("gray", "#757575", ":material/help:", "")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # "out_of_distribution" | "uncertain" | "diagnosis"
+    title: str
+    message: str
+    style: UrgencyStyle
+
+
+OUT_OF_DISTRIBUTION_MESSAGE = (
+    "This image does not look like a dermatoscopic image of a skin lesion, so SkinDX shows no "
+    "diagnosis for it. Upload a dermatoscope photograph of one pigmented lesion, in colour and "
+    "centred: not a screenshot, document, X-ray, everyday photo or clinical/smartphone picture."
+)
+UNCERTAIN_MESSAGE = (
+    "The model is not confident enough to name a diagnosis for this image (its confidence is "
+    "below the threshold chosen on validation images). Please see a dermatologist."
+)
+
+
+def verdict(result: dict[str, Any]) -> Verdict:
+    """How to present an answer: out of distribution (a warning, no diagnosis), uncertain
+    (neutral colours, never a benign check), or the diagnosis with its urgency style."""
+    if result.get("in_distribution") is False:
+        return Verdict(
+            "out_of_distribution",
+            "Not a dermatoscopic image",
+            OUT_OF_DISTRIBUTION_MESSAGE,
+            UrgencyStyle("orange", "#ef6c00", ":material/image_not_supported:", ""),
+        )
+    if result.get("uncertain"):
+        return Verdict("uncertain", "Uncertain: see a dermatologist", UNCERTAIN_MESSAGE, NEUTRAL)
+    style = urgency_style(result.get("urgency", ""))
+    return Verdict("diagnosis", result["predicted_name"], style.advice, style)
+
+
+def interval(metrics: dict[str, Any], key: str) -> str:
+    """The 95 % bootstrap interval beside a metric (`<key>_ci_low/_ci_high`), or an em dash."""
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    numbers = [v for v in (low, high) if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) == 2 and all(math.isfinite(v) for v in numbers):
+        return f"{low:.3f} – {high:.3f}"
+    return "—"
+
+
+def metrics_table(card: dict[str, Any]) -> dict[str, list[str]]:
+    """The UI's metrics table: each headline test metric, its value and its 95 % interval
+    (lesion-grouped bootstrap, from the card), then the out-of-distribution check's AUROC and
+    test rejection rate when the package has a scorer."""
+    metrics = card.get("metrics") or {}
+    if isinstance(metrics.get("test"), dict):
+        metrics = metrics["test"]
+    labels = card.get("metric_labels") or {}
+    label_keys = {label: key for key, label in labels.items()}
+    rows = headline_metrics(card)
+    table = {
+        "metric": [label for label, _ in rows],
+        "value": [value for _, value in rows],
+        "95 % interval": [interval(metrics, label_keys[label]) for label, _ in rows],
+    }
+    evaluation = ((card.get("ood") or {}).get("evaluation")) or {}
+    for key, label in (
+        ("auroc", "Out-of-distribution AUROC"),
+        ("test_rejection_rate", "Test images flagged out of distribution"),
+    ):
+        value = evaluation.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            table["metric"].append(label)
+            table["value"].append(f"{value:.3f}")
+            table["95 % interval"].append("—")
+    return table

@@ -12,14 +12,16 @@ import streamlit as st
 from api_client import ApiClient, ApiRejected, ApiUnavailable, upload_limit_mb
 from PIL import Image, ImageOps, UnidentifiedImageError
 from presentation import (
+    NOT_DERMOSCOPIC_CODE,
+    OUT_OF_DISTRIBUTION_MESSAGE,
     decode_png,
     feedback_storage_note,
-    headline_metrics,
+    metrics_table,
     model_view,
     percent,
     probability_figure,
     storage_note,
-    urgency_style,
+    verdict,
 )
 
 # the API's per-file limit (SKINDX_MAX_UPLOAD_MB), so that users hear it here first
@@ -55,10 +57,11 @@ def show_model_sidebar() -> None:
         )
         if card.get("created"):
             st.caption(f"created {card['created']}")
-        metrics = headline_metrics(card)
-        if metrics:
+        table = metrics_table(card)
+        if table["metric"]:
             st.subheader("Test metrics")
-            st.table({"metric": [m for m, _ in metrics], "value": [v for _, v in metrics]})
+            st.table(table)
+            st.caption("95 % intervals: bootstrap over lesions of the test split.")
         else:
             st.caption("This model card carries no test metrics.")
 
@@ -95,22 +98,54 @@ def preview(uploaded) -> Image.Image | None:
     return preview_of(uploaded.getvalue())
 
 
+def show_out_of_distribution(detail: str | None = None) -> None:
+    """The warning shown in place of a diagnosis for an image that is not dermoscopy."""
+    st.warning(
+        f"**Not a dermatoscopic image.** {OUT_OF_DISTRIBUTION_MESSAGE}"
+        + (f"\n\n_{detail}_" if detail else ""),
+        icon=":material/image_not_supported:",
+    )
+
+
 def show_result(result: dict, original: Image.Image | None) -> None:
-    style = urgency_style(result.get("urgency", ""))
+    shown = verdict(result)
+    if shown.kind == "out_of_distribution":
+        show_out_of_distribution()
+        if original is not None:
+            st.image(model_view(original, resize_policy()), width=320, alt="Uploaded image")
+        st.caption(
+            f"Model {result['model_version']} · out-of-distribution score "
+            f"{result.get('ood_score', 0):.2f} (threshold {result.get('ood_threshold') or 0:.2f})"
+        )
+        st.caption(storage_note(result))
+        return
+    style = shown.style
     with st.container(border=True):
-        st.subheader(f"{style.icon} {result['predicted_name']}", anchor=False)
-        st.caption(f"class code `{result['predicted_class']}`")
+        st.subheader(f"{style.icon} {shown.title}", anchor=False)
+        if shown.kind == "uncertain":
+            st.caption(
+                f"most likely `{result['predicted_class']}` ({result['predicted_name']}), "
+                "below the confidence threshold"
+            )
+        else:
+            st.caption(f"class code `{result['predicted_class']}`")
         left, right = st.columns(2)
         left.metric("Confidence (calibrated)", percent(result["confidence"]))
         with right:
             st.markdown("**Risk**")
-            st.badge(
-                f"{result['risk_group'].capitalize()} · {result['urgency']} urgency",
-                icon=style.icon,
-                color=style.color,
-            )
-        st.markdown(f":{style.color}[{style.advice}]")
-    st.plotly_chart(probability_figure(result), width="stretch", config={"displayModeBar": False})
+            if shown.kind == "uncertain":
+                st.badge("Uncertain · see a dermatologist", icon=style.icon, color=style.color)
+            else:
+                st.badge(
+                    f"{result['risk_group'].capitalize()} · {result['urgency']} urgency",
+                    icon=style.icon,
+                    color=style.color,
+                )
+        st.markdown(f":{style.color}[{shown.message}]")
+    figure_input = {**result, "urgency": ""} if shown.kind == "uncertain" else result
+    st.plotly_chart(
+        probability_figure(figure_input), width="stretch", config={"displayModeBar": False}
+    )
     image_col, cam_col = st.columns(2)
     if original is not None:
         image_col.image(
@@ -227,7 +262,11 @@ if st.button("Analyze", type="primary"):
                 icon=":material/cloud_off:",
             )
         except ApiRejected as exc:
-            st.error(f"The image was rejected: {exc.detail}", icon=":material/block:")
+            if exc.code == NOT_DERMOSCOPIC_CODE:  # SKINDX_OOD_ACTION=reject
+                st.session_state.pop("result", None)
+                show_out_of_distribution(exc.detail)
+            else:
+                st.error(f"The image was rejected: {exc.detail}", icon=":material/block:")
         else:
             st.session_state["result"] = {"file_id": uploaded.file_id, "answer": answer}
 

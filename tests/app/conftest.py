@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.helpers.servers import free_port
-from tests.serving.conftest import Server, run_server
+from tests.serving.conftest import Server, ood_package_dir, run_server  # noqa: F401 (fixture)
 
 APP_DIR = REPO_ROOT / "app"
 if str(APP_DIR) not in sys.path:

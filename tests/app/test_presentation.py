@@ -122,3 +122,48 @@ def test_storage_notes_say_whether_the_image_was_stored():
     assert "not logged" in storage_note({"logged": False, "image_stored": False})
     assert "next training" in feedback_storage_note({"image_stored": True})
     assert "cannot be trained on" in feedback_storage_note({"image_stored": False})
+
+
+# --- out of distribution, uncertain, metrics with intervals (issue 12) -------------------------
+def test_verdict_out_of_distribution_replaces_the_diagnosis():
+    from presentation import verdict
+
+    shown = verdict({**a_prediction("nv"), "in_distribution": False, "uncertain": True})
+    assert shown.kind == "out_of_distribution"
+    assert "not look like a dermatoscopic image" in shown.message
+    assert "Benign" not in shown.title and "nevi" not in shown.title.lower()
+
+
+def test_verdict_uncertain_is_neutral_never_a_green_check():
+    from presentation import verdict
+
+    for code in CLASS_CODES:  # benign classes too (nv, bkl, df, vasc are green when certain)
+        shown = verdict({**a_prediction(code), "in_distribution": True, "uncertain": True})
+        assert shown.kind == "uncertain"
+        assert shown.title == "Uncertain: see a dermatologist"
+        assert shown.style.color == "gray" and "check" not in shown.style.icon
+    certain = verdict({**a_prediction("nv"), "in_distribution": True, "uncertain": False})
+    assert certain.kind == "diagnosis" and certain.style.color == "green"
+    # packages without a scorer answer in_distribution null: shown as before
+    assert verdict({**a_prediction("mel"), "in_distribution": None}).kind == "diagnosis"
+
+
+def test_metrics_table_shows_the_cards_bootstrap_intervals_and_the_ood_check():
+    from presentation import metrics_table
+
+    card = {
+        "metric_labels": LABELS,
+        "metrics": {
+            "balanced_accuracy": 0.61,
+            "balanced_accuracy_ci_low": 0.55,
+            "balanced_accuracy_ci_high": 0.672,
+            "accuracy": 0.7,
+        },
+        "ood": {"evaluation": {"auroc": 0.981, "test_rejection_rate": 0.049}},
+    }
+    table = metrics_table(card)
+    assert table["metric"][:2] == ["Balanced accuracy", "Accuracy"]
+    assert table["95 % interval"][:2] == ["0.550 – 0.672", "—"]
+    assert table["value"][2:] == ["0.981", "0.049"]
+    assert "Out-of-distribution AUROC" in table["metric"]
+    assert metrics_table({"metric_labels": LABELS})["metric"] == []

@@ -86,3 +86,56 @@ def test_api_down_is_explained_in_the_sidebar_and_on_analyze(
     at.button[0].click().run()
     main_errors = [e.value for e in at.main.error]
     assert any("analysis service is unavailable" in e and "try again" in e for e in main_errors)
+
+
+def blank_screenshot_png() -> bytes:
+    import io
+
+    from skindx.export.ood import flat_colours
+
+    buffer = io.BytesIO()
+    flat_colours()["flat_screenshot_blank"].save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_out_of_distribution_and_uncertain_answers_are_shown_as_such(
+    monkeypatch, ood_package_dir, fullres_images, tmp_path
+):
+    """A blank screenshot the scorer rejects gets a warning in place of the diagnosis (flag and
+    reject alike); an uncertain answer is neutral, never a green benign check."""
+    from tests.helpers.ood import with_ood_threshold
+    from tests.serving.conftest import run_server
+
+    blank = blank_screenshot_png()
+    with run_server(tmp_path / "probe", model_dir=ood_package_dir) as server:
+        score = server.client().post("/predict", files={"file": ("b.png", blank)}).json()
+    package = with_ood_threshold(ood_package_dir, tmp_path / "pkg", score["ood_score"] - 1e-3)
+    for action in ("flag", "reject"):
+        with run_server(tmp_path / action, model_dir=package, ood_action=action) as server:
+            at = open_app(monkeypatch, server.url)
+            at.file_uploader[0].set_value(("blank.png", blank, "image/png")).run()
+            at.button[0].click().run()
+            assert not at.exception
+            warnings = [w.value for w in at.warning]
+            assert any("Not a dermatoscopic image" in w for w in warnings), (action, warnings)
+            assert not [s for s in at.subheader if s.value != "Test metrics"]  # no diagnosis
+            assert not at.get("plotly_chart")
+    # uncertain: every confidence is below a threshold of 1.0
+    import json as _json
+
+    from skindx.export.card import write_card
+
+    card = _json.loads((package / "model.json").read_text())
+    card["ood"]["threshold"] = 1e9  # everything in distribution
+    card["uncertainty"] = {"threshold": 1.0, "score": "calibrated top-1 probability"}
+    write_card(card, package)
+    image = fullres_images[0]
+    with run_server(tmp_path / "uncertain", model_dir=package) as server:
+        at = open_app(monkeypatch, server.url)
+        at.file_uploader[0].set_value((image.name, image.read_bytes(), "image/jpeg")).run()
+        at.button[0].click().run()
+        assert not at.exception
+        heading = [s.value for s in at.subheader if s.value != "Test metrics"][0]
+        assert heading.endswith("Uncertain: see a dermatologist")
+        assert "check_circle" not in heading and ":green[" not in markdown_text(at)
+        assert "see a dermatologist" in markdown_text(at)
