@@ -24,6 +24,7 @@ from skindx.evaluation.external import (
     evaluate_folder,
     flat_metrics,
     run_external,
+    select_images,
 )
 from skindx.inference.classes import CLASS_CODES
 from skindx.inference.hashing import sha256_file
@@ -275,6 +276,69 @@ def test_the_api_in_process_gives_the_same_report(
         report = evaluate_folder(folders["isic-onehot"], scorer, known, progress=False)
     assert report["mode"] == "api"
     assert comparable(report) == comparable(local_reports["ham-metadata"])
+
+
+@pytest.fixture(scope="module")
+def ood_package(processed_dir: Path, folders, known, tmp_path_factory) -> Path:
+    """A package with an out-of-distribution scorer (tests.helpers.ood, as the package stage
+    fits it), its threshold moved to the median score of the 14 external images that get
+    scored: exactly half of them are flagged."""
+    import numpy as np
+
+    from skindx.export.ood import flat_colours
+    from tests.conftest import make_untrained_model
+    from tests.helpers.ood import build_ood_package, with_ood_threshold
+
+    base = tmp_path_factory.mktemp("external-ood")
+    fitted = build_ood_package(
+        processed_dir,
+        base / "fitted" / "model",
+        make_untrained_model(),
+        probes={"flat_colours": flat_colours()},
+    )
+    labelled = read_labelled_folder(folders["ham-metadata"])
+    table, _ = select_images(labelled, known)
+    paths = [Path(p) for p in table.loc[table["status"] == "kept", "source_path"]]
+    scores = [
+        o.ood_score for o in PackageScorer(fitted).score(paths, progress=False) if o.predicted
+    ]
+    assert len(scores) == 14 and len(set(scores)) == 14
+    return with_ood_threshold(fitted, base / "median" / "model", float(np.median(scores)))
+
+
+def test_the_ood_rate_is_the_packages_scorer_locally_and_through_the_api(
+    ood_package, folders, known, tmp_path
+):
+    """Flagged images are scored and counted; with SKINDX_OOD_ACTION=reject the API refuses
+    them as not_dermoscopic, and they count as out of distribution without a prediction."""
+    from tests.serving.conftest import in_process_api
+
+    local = evaluate_folder(
+        folders["ham-metadata"],
+        PackageScorer(ood_package),
+        known,
+        predictions_path=tmp_path / "p.csv",
+        progress=False,
+    )
+    assert local["n_out_of_distribution"] == 7
+    assert local["ood_rate"] == pytest.approx(0.5)
+    with (tmp_path / "p.csv").open() as fh:
+        scored = [r for r in csv.DictReader(fh) if r["status"] == "scored"]
+    assert sum(r["in_distribution"] == "false" for r in scored) == 7
+    assert all(r["ood_score"] for r in scored)
+
+    with in_process_api(model_dir=ood_package, prediction_log="false") as api:
+        scorer = ApiScorer("http://testserver", client=api.test_client)
+        flagged = evaluate_folder(folders["class-folders"], scorer, known, progress=False)
+    assert comparable(flagged) == comparable(local)
+
+    with in_process_api(model_dir=ood_package, prediction_log="false", ood_action="reject") as api:
+        scorer = ApiScorer("http://testserver", chunk=3, client=api.test_client)
+        rejected = evaluate_folder(folders["isic-onehot"], scorer, known, progress=False)
+    assert rejected["refused"] == {"corrupt_image": 1, "not_dermoscopic": 7}
+    assert rejected["n_images"] == 7
+    assert rejected["n_out_of_distribution"] == 7
+    assert rejected["ood_rate"] == pytest.approx(0.5)
 
 
 def test_mlflow_metrics_are_flat_and_named_external():
