@@ -22,6 +22,8 @@ while :; do
   echo "running $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$heartbeat"
   python -m skindx.monitor --reports-dir "$reports" --model-dir /srv/model --params /srv/params.yaml
   rc=$?
+  # exit 1 is an alarm only with the summary it wrote; a crash (a Python traceback) exits 1 too
+  if [ "$rc" -eq 1 ] && ! [ "$reports/summary.json" -nt "$heartbeat" ]; then rc=3; fi
   echo "$rc $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$heartbeat"
   if [ "$rc" -ge 2 ]; then wait_s=$retry; else wait_s=$interval; fi
   echo "monitor: next run in ${wait_s}s"
