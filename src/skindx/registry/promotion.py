@@ -11,10 +11,13 @@ The steps, in the order that keeps serving/model safe:
    the next run finds the candidate "kept" and installs it;
 4. otherwise make sure serving/model holds the champion (restore it if it went missing);
 5. append the decision to the log and record it in the store.
+Steps 1 (the champion) to 5 run under the store's `decision_lock()` where it has one (the MLflow
+registry: one decision at a time per registered model, for pipelines sharing a server).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -111,66 +114,69 @@ def promote(
             registered_model, alias=alias, serving_dir=serving_dir, mlflow_params=mlflow_params
         )
     version = store.candidate_version(card, candidate_dir)
-    champion = store.champion(metric)
-    paired, no_pairing = (None, None)
-    if champion is not None and champion.version != version and champion.value is not None:
-        paired, no_pairing = compare(
-            Path(candidate_dir),
-            champion,
-            store,
-            serving_dir,
-            metric,
-            {"confidence": confidence, "n_resamples": n_resamples, "seed": seed},
+    # one decision at a time per registry (stores.py: decision_lock), the champion read inside
+    lock = getattr(store, "decision_lock", None)
+    with lock() if lock is not None else nullcontext():
+        champion = store.champion(metric)
+        paired, no_pairing = (None, None)
+        if champion is not None and champion.version != version and champion.value is not None:
+            paired, no_pairing = compare(
+                Path(candidate_dir),
+                champion,
+                store,
+                serving_dir,
+                metric,
+                {"confidence": confidence, "n_resamples": n_resamples, "seed": seed},
+            )
+        decision = decide(
+            value,
+            champion.value if champion else None,
+            metric=metric,
+            min_delta=min_delta,
+            force=force,
+            champion_version=champion.version if champion else None,
+            candidate_version=version,
+            alias=alias,
+            paired=paired,
+            no_pairing=no_pairing,
+            candidate_ci_low=metric_value(card.get("metrics"), f"{metric}{CI_LOW}"),
         )
-    decision = decide(
-        value,
-        champion.value if champion else None,
-        metric=metric,
-        min_delta=min_delta,
-        force=force,
-        champion_version=champion.version if champion else None,
-        candidate_version=version,
-        alias=alias,
-        paired=paired,
-        no_pairing=no_pairing,
-        candidate_ci_low=metric_value(card.get("metrics"), f"{metric}{CI_LOW}"),
-    )
 
-    reason = decision.reason
-    if decision.promote:
-        store.make_champion(version)
-        install_package(candidate_dir, serving_dir)
-    else:
-        # serving/model must always hold the champion: rebuild it if it went missing or stale.
-        holder = version if decision.action == "kept" else champion.version
-        if serving_version(serving_dir) != holder:
-            if decision.action == "kept":
-                install_package(candidate_dir, serving_dir)
-            else:
-                store.restore(holder, serving_dir)
-            reason += f"; {serving_dir} did not hold v{holder} and was restored"
+        reason = decision.reason
+        if decision.promote:
+            store.make_champion(version)
+            install_package(candidate_dir, serving_dir)
         else:
-            reason += f"; {serving_dir} left unchanged"
-    reason += store.note
+            # serving/model must always hold the champion: rebuild it if it went missing or stale.
+            holder = version if decision.action == "kept" else champion.version
+            if serving_version(serving_dir) != holder:
+                if decision.action == "kept":
+                    install_package(candidate_dir, serving_dir)
+                else:
+                    store.restore(holder, serving_dir)
+                reason += f"; {serving_dir} did not hold v{holder} and was restored"
+            else:
+                reason += f"; {serving_dir} left unchanged"
+        reason += store.note
 
-    record = decision_record(
-        decision=decision,
-        reason=reason,
-        model=registered_model,
-        alias=alias,
-        metric=metric,
-        min_delta=min_delta,
-        force=force,
-        candidate_version=version,
-        candidate_run_id=(card.get("registry") or {}).get("run_id"),
-        candidate_value=value,
-        candidate_metrics=card["metrics"],
-        champion=champion,
-        serving_dir=serving_dir,
-        serving_version=serving_version(serving_dir),
-        registry=store.uri,
-        comparison=decision.comparison,
-    )
-    append_decision(log_path, record)
-    store.record(version, record)
-    return record
+        record = decision_record(
+            decision=decision,
+            reason=reason,
+            model=registered_model,
+            alias=alias,
+            metric=metric,
+            min_delta=min_delta,
+            force=force,
+            candidate_version=version,
+            candidate_run_id=(card.get("registry") or {}).get("run_id"),
+            candidate_value=value,
+            candidate_metrics=card["metrics"],
+            champion=champion,
+            serving_dir=serving_dir,
+            serving_version=serving_version(serving_dir),
+            registry=store.uri,
+            comparison=decision.comparison,
+        )
+        append_decision(log_path, record)
+        store.record(version, record)
+        return record

@@ -6,12 +6,23 @@
   serving/model is restored from the version's stored package.
 - `LocalChampionStore` (SKINDX_TRACKING=off): no registry; the champion is whatever intact
   package serving/model holds, so promoting is installing.
+
+A store may offer `decision_lock()`: `promote` holds it from reading the champion to recording
+the decision, so that two pipelines promoting into one shared registry at the same time decide
+one after the other (the second against the first's outcome) instead of both against the same
+old champion, the later alias write silently undoing the earlier one.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -126,6 +137,17 @@ def check_registered_package(client, registered_model: str, version: str, card: 
             )
 
 
+# The decision lock of a shared MLflow registry: a registered model of this name exists while a
+# promote decides. Creating it is atomic in every MLflow store (names are unique: the second
+# create fails with RESOURCE_ALREADY_EXISTS), and deleting it is final, so it needs nothing
+# beyond MLflow's API and the login the pipeline already has. A holder that died leaves it
+# behind: after LOCK_STALE_S it is taken over; a waiter gives up after LOCK_WAIT_S.
+LOCK_SUFFIX = ".promote-lock"
+LOCK_WAIT_S = 600
+LOCK_STALE_S = 900
+LOCK_POLL_S = 1.0
+
+
 class MlflowChampionStore:
     note = ""
 
@@ -151,6 +173,61 @@ class MlflowChampionStore:
 
     def champion(self, metric: str) -> Champion | None:
         return registry_champion(self.client, self.registered_model, self.alias, metric)
+
+    @contextmanager
+    def decision_lock(
+        self, wait_s: float = LOCK_WAIT_S, stale_s: float = LOCK_STALE_S
+    ) -> Iterator[None]:
+        """Hold `<registered model>.promote-lock` (see LOCK_SUFFIX) while deciding."""
+        from mlflow.exceptions import MlflowException
+
+        name = f"{self.registered_model}{LOCK_SUFFIX}"
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        deadline = time.monotonic() + wait_s
+        said = False
+        while True:
+            try:
+                self.client.create_registered_model(
+                    name,
+                    tags={"holder": me},
+                    description=f"held while a promote stage decides on {self.registered_model}",
+                )
+                break
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise RegistryError(
+                        f"cannot take the promotion lock {name!r} in the MLflow registry "
+                        f"({exc.error_code}: {exc.message}); fix the store and rerun promote"
+                    ) from exc
+            try:
+                held = self.client.get_registered_model(name)
+            except MlflowException:
+                continue  # released between our create and this read: try again
+            holder = held.tags.get("holder", "unknown")
+            age = time.time() - held.creation_timestamp / 1000
+            if age > stale_s:
+                print(
+                    f"promote: taking over {name!r}: held by {holder} for {age:.0f} s "
+                    f"(over {stale_s:.0f} s, its promote is gone)",
+                    file=sys.stderr,
+                )
+                with suppress(MlflowException):
+                    self.client.delete_registered_model(name)
+                continue
+            if time.monotonic() > deadline:
+                raise RegistryError(
+                    f"another promote ({holder}) has held {name!r} for {age:.0f} s; wait for it "
+                    f"and rerun, or, if none is running, delete that registered model"
+                )
+            if not said:
+                print(f"promote: waiting for {holder}'s promote decision ({name})", file=sys.stderr)
+                said = True
+            time.sleep(LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            with suppress(MlflowException):
+                self.client.delete_registered_model(name)
 
     def make_champion(self, version: str) -> None:
         from mlflow.exceptions import MlflowException
