@@ -19,7 +19,14 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.slow  # runs docker-compose (config) a few times
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
-LONG_RUNNING = ("mlflow", "api", "ui", "nginx")
+LONG_RUNNING = ("postgres", "mlflow", "api", "ui", "nginx")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stack_secrets():
+    """Every compose command reads .secrets/*.env (env_file:): write them as `make secrets` does
+    (git-ignored, kept when present), so a fresh clone's `config` resolves."""
+    subprocess.run(["python3", str(REPO_ROOT / "docker" / "stack_secrets.py")], check=True)
 
 
 def docker_compose(*args: str, compose_file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess:
@@ -148,11 +155,27 @@ def test_api_can_be_scaled(compose):
 
 
 def test_mlflow_keeps_its_store_and_artifacts_on_volumes_and_serves_under_mlflow(compose):
+    """The store is PostgreSQL on its volume (was: SQLite on /mlflow/db, issue 14), the artifacts
+    are served from the mlflow volume, the server asks for a login, secrets only from .secrets/."""
     mlflow = compose["services"]["mlflow"]
     targets = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in mlflow["volumes"]}
-    assert {"/mlflow/db", "/mlflow/artifacts"} <= targets
+    assert {"/mlflow/artifacts"} <= targets
+    postgres = compose["services"]["postgres"]
+    pg_targets = {
+        v["target"] if isinstance(v, dict) else v.split(":")[1] for v in postgres["volumes"]
+    }
+    assert "/var/lib/postgresql/data" in pg_targets
+    assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
     cmd = dockerfile_instructions(REPO_ROOT / "docker" / "mlflow.Dockerfile")["CMD"][-1]
-    assert '"--static-prefix", "/mlflow"' in cmd and "sqlite:////mlflow/db/" in cmd
+    assert '"--static-prefix", "/mlflow"' in cmd
+    assert '"--serve-artifacts", "--artifacts-destination", "/mlflow/artifacts"' in cmd
+    entrypoint = (REPO_ROOT / "docker" / "mlflow" / "entrypoint.sh").read_text()
+    assert "--app-name basic-auth" in entrypoint and "postgresql+psycopg2://" in entrypoint
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    for name in ("postgres", "mlflow", "api", "trainer"):  # secrets: only from .secrets/
+        assert raw[name]["env_file"] == [f".secrets/{name}.env"], name
+        inline = raw[name].get("environment") or {}
+        assert not [k for k in inline if "PASSWORD" in k or k == "SKINDX_PREDICTION_DB"], name
 
 
 def test_trainer_runs_dvc_repro_against_mlflow_under_a_profile(compose):
@@ -161,6 +184,8 @@ def test_trainer_runs_dvc_repro_against_mlflow_under_a_profile(compose):
     assert trainer["command"] == ["dvc", "repro"]
     assert trainer["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000/mlflow"
     assert trainer["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    # its MLflow login: MLFLOW_TRACKING_USERNAME/PASSWORD from .secrets/trainer.env
+    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= set(trainer["environment"])
     assert not trainer["user"].startswith(("0:", "root"))
 
 
