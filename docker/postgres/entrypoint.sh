@@ -41,9 +41,11 @@ for pair in $SKINDX_PG_DATABASES; do
     pg_ctl -D "$PGDATA" -m fast stop >/dev/null
     exit 2
   fi
-  # psql's :'var' quoting: the password never reaches a command line or the server log
-  psql -v ON_ERROR_STOP=1 -q -X -h "$socket" -U postgres -d postgres \
-    -v name="$name" -v password="$password" <<'SQL'
+  # psql reads the password from its environment (\getenv) and quotes it (:'password'): it
+  # never reaches a command line (ps) or the server log
+  SKINDX_PG_ROLE_PASSWORD=$password psql -v ON_ERROR_STOP=1 -q -X -h "$socket" -U postgres \
+    -d postgres -v name="$name" <<'SQL'
+\getenv password SKINDX_PG_ROLE_PASSWORD
 SELECT format('CREATE ROLE %I LOGIN', :'name')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'name') \gexec
 SET log_statement = 'none';
