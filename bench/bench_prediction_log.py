@@ -49,6 +49,11 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
+def load_average() -> list[float]:
+    """The machine's 1, 5 and 15 minute load averages (what `uptime` shows)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def log_counters(url: str) -> dict[str, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -102,6 +107,7 @@ def main() -> None:
 
     single, many = "one_client", f"{args.concurrency}_clients"
     rounds: list[dict] = []
+    load_at_start = load_average()
     with (
         server(command(ports["log_on"]), ports["log_on"], envs["log_on"], "log on") as on_url,
         server(command(ports["log_off"]), ports["log_off"], envs["log_off"], "log off") as off_url,
@@ -113,7 +119,11 @@ def main() -> None:
         sent += args.warmup
         for number in range(1, args.rounds + 1):
             order = ("log_on", "log_off") if number % 2 else ("log_off", "log_on")
-            measured: dict = {"round": number, "started": time.strftime("%H:%M:%S", time.gmtime())}
+            measured: dict = {
+                "round": number,
+                "started": time.strftime("%H:%M:%S", time.gmtime()),
+                "load_average": load_average(),  # other jobs on the machine: state it with the result
+            }
             for name in order:
                 print(f"round {number}/{args.rounds}: measuring {name} ...", flush=True)
                 measured[name] = {
@@ -169,6 +179,7 @@ def main() -> None:
         "round's paired ratio",
         "results": summary,
         "ratios": ratios,
+        "load_average": {"start": load_at_start, "end": load_average(), "cpus": os.cpu_count()},
         "requests_to_logged_server": sent,
         "rows_in_log": rows,
         "log_counters": counters,
