@@ -57,15 +57,31 @@ def build_prediction(
     )
 
 
-def explanation_png(image: Image.Image, result: InferenceResult, class_code: str, size: int) -> str:
-    """Base64 PNG: the CAM of `class_code` over the region the model saw, `size` px square."""
+@dataclasses.dataclass(frozen=True)
+class ExplanationImage:
+    png_base64: str
+    layer: str  # the feature map the Grad-CAM comes from (layer4, or layer3 when too coarse)
+    grid: tuple[int, int]  # its spatial size
+
+
+def explanation_png(
+    image: Image.Image, result: InferenceResult, class_code: str, size: int
+) -> ExplanationImage:
+    """Base64 PNG: the Grad-CAM of `class_code` over the region the model saw, `size` px
+    square, on the package's CAM layer (PackagedModel.explain)."""
     model = result.model
+    index = model.classes.index(class_code)
+    if model.cam_session is None:  # layer4: the features are already in the result
+        cam = model.cam(result.features, index, size=(size, size))
+        layer, grid = "layer4", tuple(result.features.shape[1:])
+    else:
+        pixels = resize_to_contract(image, model.contract)
+        cam, layer, grid = model.explain(pixels, index, size=(size, size))
     view_contract = dataclasses.replace(model.contract, input_size=size)
     view = resize_to_contract(image, view_contract)  # same crop as the model's input, larger
-    cam = model.cam(result.features, model.classes.index(class_code), size=(size, size))
     buffer = io.BytesIO()
     Image.fromarray(overlay(view, cam)).save(buffer, format="PNG", optimize=False)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return ExplanationImage(base64.b64encode(buffer.getvalue()).decode("ascii"), layer, grid)
 
 
 def model_card(model: PackagedModel) -> ModelCard:

@@ -81,6 +81,14 @@ class Explanation(Prediction):
         description="PNG (base64) of the Grad-CAM heatmap over the model's view of the image."
     )
     heatmap_media_type: Literal["image/png"] = "image/png"
+    cam_layer: Literal["layer3", "layer4"] = Field(
+        "layer4",
+        description="The feature map the Grad-CAM comes from: layer4, or layer3 when layer4 is "
+        "too coarse at the served resolution (e.g. 2x2 at 64 px; the card's cam section).",
+    )
+    cam_grid: list[int] = Field(
+        default_factory=list, description="That map's height and width before upsampling."
+    )
 
 
 class BatchItem(BaseModel):

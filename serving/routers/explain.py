@@ -67,5 +67,7 @@ async def explain(
     return Explanation(
         **prediction.model_dump(),
         explained_class=explained,
-        heatmap_png_base64=png,
+        heatmap_png_base64=png.png_base64,
+        cam_layer=png.layer,
+        cam_grid=list(png.grid),
     )

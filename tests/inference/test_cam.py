@@ -101,3 +101,62 @@ def test_overlay_blends_a_resized_map_over_the_image():
     assert out[-1, -1, 2] > out[-1, -1, 0]  # cold corner: blue over red
     with pytest.raises(ValueError):
         overlay(image[..., 0], cam)
+
+
+# --- Grad-CAM on layer3 (cam.onnx) when layer4 is too coarse (issue 12) -------------------------
+def test_layer3_gradcam_weights_equal_autograd(untrained_model_factory):
+    """Layer3GradCam writes layer4's backward pass out by hand (ONNX has no autograd): its
+    weights are exactly mean_ij d logit_c / d layer3, for BasicBlock and Bottleneck ResNets."""
+    import torch
+
+    from skindx.export.onnx import Layer3GradCam
+
+    for arch in ("resnet18", "resnet50"):
+        model = untrained_model_factory(arch=arch, head_scale=1.0)
+        x = torch.randn(2, 3, 64, 64)
+        module = Layer3GradCam(model)
+        with torch.no_grad():
+            activations, weights = module(x)
+        a3 = module.layer3(x).detach().requires_grad_(True)
+        logits = model.fc(torch.flatten(model.avgpool(model.layer4(a3)), 1))
+        expected = torch.stack(
+            [
+                torch.autograd.grad(logits[:, c].sum(), a3, retain_graph=True)[0].mean((2, 3))
+                for c in range(7)
+            ],
+            dim=1,
+        )
+        assert weights.shape == (2, 7, a3.shape[1]) and activations.shape == a3.shape
+        scale = float(expected.abs().max())
+        assert scale > 0
+        np.testing.assert_allclose(weights.numpy(), expected.numpy(), atol=1e-5 * scale)
+
+
+@pytest.mark.slow  # exports two graphs and runs pytorch-grad-cam
+def test_served_layer3_cam_equals_gradcam_on_layer3(
+    fullres_images, untrained_model_factory, tmp_path
+):
+    """At 64 px layer4 is 2x2, so the package explains on layer3 (4x4) through cam.onnx, and
+    the served map is pytorch-grad-cam's GradCAM on layer3."""
+    import torch
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from skindx.export.package import build_package
+    from skindx.inference.model import load_packaged_model
+
+    size = 64
+    contract = PreprocessingContract(input_size=size)
+    model = untrained_model_factory(head_scale=1.0)
+    package = load_packaged_model(build_package(model, contract, tmp_path / "m", version="cam"))
+    assert package.card["cam"]["layer"] == "layer3" and package.card["cam"]["grid"] == [4, 4]
+    images = np.stack([resize_to_contract(Image.open(p), contract) for p in fullres_images[::20]])
+    x = torch.from_numpy(normalize(images, contract))
+    with GradCAM(model=model, target_layers=[model.layer3]) as gradcam:
+        for c in (0, 4):
+            expected = gradcam(input_tensor=x, targets=[ClassifierOutputTarget(c)] * len(x))
+            for i in range(len(images)):
+                ours, layer, grid = package.explain(images[i], c, (size, size))
+                assert (layer, grid) == ("layer3", (4, 4))
+                assert expected[i].max() > 0.99, "flat Grad-CAM map: the test would prove nothing"
+                np.testing.assert_allclose(ours, expected[i], atol=1e-3)

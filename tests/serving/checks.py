@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,15 +70,15 @@ def check_calibration(server, jpeg: bytes, model_dir: Path) -> None:
 
 def expected_overlay(model_dir: Path, jpeg: bytes, class_code: str, size: int = 448) -> np.ndarray:
     """The Grad-CAM overlay computed in-process with skindx.inference."""
-    from skindx.inference import preprocess, resize_to_contract
+    from skindx.inference import resize_to_contract
     from skindx.inference.cam import overlay
     from skindx.inference.model import load_packaged_model
 
     model = load_packaged_model(model_dir)
     image = Image.open(io.BytesIO(jpeg)).convert("RGB")
-    _, features = model.run(preprocess([image], model.contract))
+    pixels = resize_to_contract(image, model.contract)
     view = resize_to_contract(image, dataclasses.replace(model.contract, input_size=size))
-    cam = model.cam(features[0], model.classes.index(class_code), size=(size, size))
+    cam, _, _ = model.explain(pixels, model.classes.index(class_code), size=(size, size))
     return overlay(view, cam)
 
 
@@ -93,6 +94,8 @@ def check_explain(server, jpeg: bytes, model_dir: Path, version: str) -> None:
     body = response.json()
     assert_prediction(body, version)
     assert body["explained_class"] == body["predicted_class"]
+    card = json.loads((model_dir / "model.json").read_text())
+    assert body["cam_layer"] == card["cam"].get("layer", "layer4")  # layer3 when layer4 is coarse
     png = decode_png(body)
     assert (png.format, png.mode, png.size) == ("PNG", "RGB", (448, 448))
     expected = expected_overlay(model_dir, jpeg, body["predicted_class"])

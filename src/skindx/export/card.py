@@ -126,6 +126,7 @@ def build_card(
     export: dict[str, Any] | None = None,
     classes: tuple[str, ...] = CLASS_CODES,
     ood: dict[str, Any] | None = None,
+    cam: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     extra = dict(lineage or {})
     core = {key: extra.pop(key, None) for key in ("git_commit", "mlflow_run_id", "data_hash")}
@@ -151,6 +152,8 @@ def build_card(
             "head": CAM_HEAD_FILE,
             "layout": "[C, K+1] float32: fc weight W[c, k] in columns :K, bias in column K",
             "formula": "CAM_c = ReLU(sum_k W[c, k] * features[k]), upsampled, min-max scaled",
+            # which feature map /explain uses (layer3 through cam.onnx when layer4 is too coarse)
+            **(cam or {"layer": "layer4"}),
         },
         "intended_use": INTENDED_USE,
         "not_a_medical_device": NOT_A_MEDICAL_DEVICE,

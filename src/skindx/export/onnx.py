@@ -156,3 +156,143 @@ def onnx_opset(path: str | Path) -> int:
     import onnx
 
     return _opset(onnx.load(str(path), load_external_data=False))
+
+
+# --- Grad-CAM on layer3: a second, small graph, run only for /explain --------------------------
+CAM_INPUT_NAME = "input"
+CAM_OUTPUT_NAMES = ("activations", "weights")
+
+
+def _bn_scale(norm: nn.BatchNorm2d) -> torch.Tensor:
+    """d BN(z) / dz in eval mode, per channel, as [1, K, 1, 1]."""
+    return (norm.weight / torch.sqrt(norm.running_var + norm.eps)).view(1, -1, 1, 1)
+
+
+def _conv_input_grad(grad: torch.Tensor, conv: nn.Conv2d, shape: torch.Size) -> torch.Tensor:
+    """The gradient w.r.t. a convolution's input (its transposed convolution), sized `shape`."""
+    padding = []
+    for axis in (0, 1):
+        produced = (
+            (grad.shape[2 + axis] - 1) * conv.stride[axis]
+            - 2 * conv.padding[axis]
+            + conv.dilation[axis] * (conv.kernel_size[axis] - 1)
+            + 1
+        )
+        padding.append(int(shape[2 + axis]) - int(produced))
+    return nn.functional.conv_transpose2d(
+        grad,
+        conv.weight,
+        stride=conv.stride,
+        padding=conv.padding,
+        output_padding=tuple(padding),
+        groups=conv.groups,
+        dilation=conv.dilation,
+    )
+
+
+class Layer3GradCam(nn.Module):
+    """forward(x) -> (layer3 activations A [N, K3, h, w], Grad-CAM weights [N, C, K3]).
+
+    The weights are Grad-CAM's alpha_ck = mean_ij d logit_c / d A_kij for every class c. ONNX has
+    no autograd, so layer4's backward pass is written out with the forward ops' own transposes:
+    transposed convolutions with the same weights, eval-mode BatchNorm scales and the ReLU masks
+    of the forward pass (exact for ReLU networks: tests/inference/test_cam.py checks it against
+    torch.autograd and pytorch-grad-cam). Then CAM_c = ReLU(sum_k alpha_ck A_k) in numpy."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        FeatureModel(model)  # the same ResNet check
+        self.model = model
+        head = model.fc
+        linear = head[-1] if isinstance(head, nn.Sequential) else head
+        self.register_buffer("head_weight", linear.weight.detach().clone())
+
+    def layer3(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        return m.layer3(m.layer2(m.layer1(x)))
+
+    @staticmethod
+    def _block_forward(block: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        cache = {"x": x}
+        out = block.relu(block.bn1(block.conv1(x)))
+        cache["o1"] = out
+        if hasattr(block, "conv3"):  # Bottleneck
+            out = block.relu(block.bn2(block.conv2(out)))
+            cache["o2"] = out
+            out = block.bn3(block.conv3(out))
+        else:  # BasicBlock
+            out = block.bn2(block.conv2(out))
+        identity = block.downsample(x) if block.downsample is not None else x
+        cache["out"] = block.relu(out + identity)
+        return cache
+
+    @staticmethod
+    def _block_backward(block: nn.Module, cache, grad: torch.Tensor, classes: int):
+        def rep(t: torch.Tensor) -> torch.Tensor:  # [N, ...] -> [N * C, ...], class-major
+            return t.unsqueeze(1).expand(-1, classes, -1, -1, -1).reshape(-1, *t.shape[1:])
+
+        x_shape = cache["x"].shape
+        grad = grad * rep((cache["out"] > 0).to(grad.dtype))
+        if hasattr(block, "conv3"):
+            g = _conv_input_grad(grad * _bn_scale(block.bn3), block.conv3, cache["o2"].shape)
+            g = g * rep((cache["o2"] > 0).to(g.dtype))
+            g = _conv_input_grad(g * _bn_scale(block.bn2), block.conv2, cache["o1"].shape)
+        else:
+            g = _conv_input_grad(grad * _bn_scale(block.bn2), block.conv2, cache["o1"].shape)
+        g = g * rep((cache["o1"] > 0).to(g.dtype))
+        g = _conv_input_grad(g * _bn_scale(block.bn1), block.conv1, x_shape)
+        if block.downsample is not None:
+            conv, norm = block.downsample[0], block.downsample[1]
+            g = g + _conv_input_grad(grad * _bn_scale(norm), conv, x_shape)
+        else:
+            g = g + grad
+        return g
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        activations = self.layer3(x)
+        caches, out = [], activations
+        for block in self.model.layer4:
+            cache = self._block_forward(block, out)
+            caches.append(cache)
+            out = cache["out"]
+        classes, channels = self.head_weight.shape
+        n, _, h, w = out.shape
+        # d logit_c / d layer4 = W[c] / (h w) at every position (global average pool, linear)
+        grad = (self.head_weight / (h * w)).view(1, classes, channels, 1, 1)
+        grad = grad.expand(n, classes, channels, h, w).reshape(n * classes, channels, h, w)
+        for block, cache in zip(reversed(list(self.model.layer4)), reversed(caches), strict=True):
+            grad = self._block_backward(block, cache, grad, classes)
+        weights = grad.mean(dim=(2, 3)).reshape(n, classes, -1)
+        return activations, weights
+
+
+def export_cam_onnx(model: nn.Module, path: str | Path, input_size: int, opset: int = MIN_OPSET):
+    """Export Layer3GradCam(model) to one self-contained .onnx file (dynamic batch)."""
+    path = Path(path)
+    wrapper = Layer3GradCam(model).eval()
+    example = torch.zeros(2, 3, input_size, input_size)
+    axes = {name: {0: "batch"} for name in (CAM_INPUT_NAME, *CAM_OUTPUT_NAMES)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                str(path),
+                opset_version=opset,
+                dynamo=False,
+                input_names=[CAM_INPUT_NAME],
+                output_names=list(CAM_OUTPUT_NAMES),
+                dynamic_axes=axes,
+            )
+        except Exception as exc:
+            raise ExportError(f"Grad-CAM export failed: {type(exc).__name__}: {exc}") from exc
+    return path
+
+
+def cam_grid(model: nn.Module, input_size: int) -> dict[str, tuple[int, int]]:
+    """{stage: (h, w)} of layer3 and layer4 at `input_size`."""
+    with torch.no_grad():
+        stages = FeatureModel(model.eval()).stages(torch.zeros(1, 3, input_size, input_size))
+    return {name: tuple(t.shape[2:]) for name, t in zip(STAGES, stages, strict=True)}

@@ -19,11 +19,26 @@ from torch import nn
 
 from skindx.export.atomic import replace_directory, staging_dir
 from skindx.export.card import build_card, default_version, file_hashes, write_card
-from skindx.export.onnx import MIN_OPSET, export_onnx, onnx_opset, stage_channels
+from skindx.export.onnx import (
+    MIN_OPSET,
+    cam_grid,
+    export_cam_onnx,
+    export_onnx,
+    onnx_opset,
+    stage_channels,
+)
 from skindx.export.ood import OodFitData, fit_and_report, summary
 from skindx.export.parity import DEFAULT_TOLERANCE, check_parity
-from skindx.inference.model import CAM_HEAD_FILE, ONNX_FILE, WEIGHTS_FILE, verify_package
+from skindx.inference.model import (
+    CAM_HEAD_FILE,
+    CAM_ONNX_FILE,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    verify_package,
+)
 from skindx.inference.preprocessing import PreprocessingContract
+
+DEFAULT_CAM_MIN_GRID = 4  # layer4 coarser than this (e.g. 2x2 at 64 px): Grad-CAM on layer3
 
 # (block type, blocks per stage) -> torchvision name, to record what was packaged.
 _RESNETS = {
@@ -96,6 +111,7 @@ def build_package(
     extra_files: list[str | Path] | None = None,
     ood: OodFitData | None = None,
     ood_report: Path | None = None,
+    cam_min_grid: int = DEFAULT_CAM_MIN_GRID,
 ) -> Path:
     """Export `model` (a build_model ResNet) into `out_dir`; returns `out_dir`.
 
@@ -133,6 +149,18 @@ def build_package(
             export["parity"] = report.to_dict()
         save_weights(model, staged / WEIGHTS_FILE, architecture)
         np.save(staged / CAM_HEAD_FILE, cam_head(model), allow_pickle=False)
+        grids = cam_grid(model, contract.input_size)
+        cam = {"layer": "layer4", "grid": list(grids["layer4"])}
+        if min(grids["layer4"]) < cam_min_grid:
+            export_cam_onnx(model, staged / CAM_ONNX_FILE, contract.input_size, opset=opset)
+            cam = {
+                "layer": "layer3",
+                "grid": list(grids["layer3"]),
+                "graph": CAM_ONNX_FILE,
+                "why": f"layer4 is {grids['layer4'][0]}x{grids['layer4'][1]} at "
+                f"{contract.input_size} px (under {cam_min_grid}x{cam_min_grid}): Grad-CAM "
+                "on layer3, its weights from layer4's backward pass (cam.onnx)",
+            }
         for extra in extra_files or ():
             shutil.copyfile(extra, staged / Path(extra).name)
         ood_section = report = None
@@ -158,6 +186,7 @@ def build_package(
             files=file_hashes(staged),
             export=export,
             ood=ood_section,
+            cam=cam,
         )
         write_card(card, staged)
         for path in staged.iterdir():

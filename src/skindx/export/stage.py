@@ -154,6 +154,7 @@ def run_package(
             extra_files=[predictions_file(paths), reference],
             ood=ood_fit_data(paths, cfg) if (cfg.get("ood") or {}).get("enabled", True) else None,
             ood_report=ood_report_path(params, paths),
+            cam_min_grid=int(cfg.get("cam_min_grid", 4)),
         )
     return PackageResult(
         out_dir=out_dir,

@@ -29,6 +29,8 @@ CARD_FILE = "model.json"
 ONNX_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.safetensors"
 CAM_HEAD_FILE = "cam_head.npy"
+CAM_ONNX_FILE = "cam.onnx"  # layer3 Grad-CAM graph (packages whose layer4 is too coarse)
+CAM_OUTPUTS = ("activations", "weights")
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "features")  # every package has these
 POOLED_OUTPUT = "pooled"  # packages since the OOD scorer: each stage's global average pool
@@ -80,7 +82,8 @@ def verify_package(path: str | Path) -> dict[str, Any]:
     if not isinstance(files, dict) or not files:
         raise ModelIntegrityError(f"{path / CARD_FILE} lists no files to verify")
     cam_head = (card.get("cam") or {}).get("head", CAM_HEAD_FILE)
-    required = [ONNX_FILE, cam_head, *ood_files(card)]
+    cam_graph = (card.get("cam") or {}).get("graph")
+    required = [ONNX_FILE, cam_head, *ood_files(card), *([str(cam_graph)] if cam_graph else [])]
     problems = [
         f"{name}: required but not listed in the card" for name in required if name not in files
     ]
@@ -179,6 +182,27 @@ class PackagedModel:
     cam_weight: np.ndarray = field(repr=False)
     cam_bias: np.ndarray = field(repr=False)
     ood: OodScorer | None = field(default=None, repr=False)
+    cam_session: Any = field(default=None, repr=False)  # cam.onnx, when the CAM is on layer3
+
+    @property
+    def cam_layer(self) -> str:
+        """The feature map /explain's Grad-CAM comes from (the card's cam.layer)."""
+        return str((self.card.get("cam") or {}).get("layer", "layer4"))
+
+    def explain(
+        self, pixels: np.ndarray, class_index: int, size: tuple[int, int] | None = None
+    ) -> tuple[np.ndarray, str, tuple[int, int]]:
+        """Grad-CAM of one uint8 (S, S, 3) image for `class_index`: ([0, 1] map at `size`,
+        layer, its grid (h, w)). layer3 through cam.onnx when the package has it, else the
+        layer4 CAM from the fc weights (Grad-CAM up to scale for a GAP + linear head)."""
+        size = size or (self.contract.input_size, self.contract.input_size)
+        x = normalize(pixels, self.contract)
+        if self.cam_session is None:
+            features = self.run(x)[1][0]
+            return self.cam(features, class_index, size), "layer4", tuple(features.shape[1:])
+        activations, weights = self.cam_session.run(list(CAM_OUTPUTS), {INPUT_NAME: x})
+        cam = cam_for_class(activations[0], weights[0], class_index, size)
+        return cam, self.cam_layer, tuple(activations.shape[2:])
 
     @property
     def version(self) -> str:
@@ -256,6 +280,12 @@ def load_packaged_model(
         except OodError as exc:
             raise ModelIntegrityError(f"{path}: bad out-of-distribution scorer: {exc}") from exc
     session = create_session(path / ONNX_FILE, threads=threads, providers=providers)
+    cam_graph = (card.get("cam") or {}).get("graph")
+    cam_session = None
+    if cam_graph:
+        cam_session = create_session(path / str(cam_graph), threads=threads, providers=providers)
+        if tuple(o.name for o in cam_session.get_outputs()) != CAM_OUTPUTS:
+            raise ModelIntegrityError(f"{path / str(cam_graph)}: outputs are not {CAM_OUTPUTS}")
     outputs = [o.name for o in session.get_outputs()]
     # older packages (no scorer) export only logits and features
     allowed = (EXPORTED_OUTPUTS,) if ood is not None else (OUTPUT_NAMES, EXPORTED_OUTPUTS)
@@ -272,4 +302,4 @@ def load_packaged_model(
                 f"{path}: the out-of-distribution scorer expects {ood.channels} pooled "
                 f"channels, the model exports {pooled_dim}"
             )
-    return PackagedModel(path, card, contract, session, weight, bias, ood)
+    return PackagedModel(path, card, contract, session, weight, bias, ood, cam_session)
