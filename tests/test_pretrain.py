@@ -210,6 +210,36 @@ def test_lineage_names_the_run_and_refuses_a_changed_backbone(pretrained, tmp_pa
         pretrain_lineage(copy / BACKBONE_FILE)
 
 
+def test_the_train_run_and_its_checkpoint_name_the_pretraining_run(pretrained):
+    """run_train from the backbone (one step): the MLflow tags and checkpoint config carry the
+    pretraining run (the package stage copies the latter into the card: the slow test)."""
+    import mlflow
+    import torch
+
+    from skindx.training.stage import run_train
+
+    result, params = pretrained
+    train_params = {
+        **params,
+        "model": {**params["model"], "weights": str(result.backbone_path)},
+        "train": {**params["train"], "epochs": 1, "max_steps_per_epoch": 1},
+    }
+    old = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        trained = run_train(train_params, progress=False)
+    finally:
+        if old is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    client = mlflow.MlflowClient(tracking_uri=params["mlflow"]["tracking_uri"])
+    run_id = json.loads((Path(params["paths"]["train_dir"]) / "run.json").read_text())["run_id"]
+    tags = client.get_run(run_id).data.tags
+    assert tags["pretrain_run_id"] == result.manifest["mlflow_run_id"] != run_id
+    assert tags["pretrain_data_hash"] == result.manifest["data_hash"]
+    assert tags["pretrain_method"] == "simclr"
+    checkpoint = torch.load(trained.best_path, weights_only=True)
+    assert checkpoint["config"]["pretrain"] == result.manifest
+
+
 # --- switched off ---------------------------------------------------------------------------
 
 
