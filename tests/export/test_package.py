@@ -42,7 +42,9 @@ def card(packaged_model_dir):
 
 def test_package_holds_the_contracted_files(packaged_model_dir, card):
     names = sorted(p.name for p in packaged_model_dir.iterdir())
-    assert names == ["cam_head.npy", "model.json", "model.onnx", "weights.safetensors"]
+    # cam.onnx: at 32 px layer4 is 1x1, so the package explains on layer3 (issue 12)
+    assert names == ["cam.onnx", "cam_head.npy", "model.json", "model.onnx", "weights.safetensors"]
+    assert card["cam"]["layer"] == "layer3" and card["cam"]["grid"] == [2, 2]
     assert set(card["files"]) == set(names) - {"model.json"}
     for name, digest in card["files"].items():
         assert hashlib.sha256((packaged_model_dir / name).read_bytes()).hexdigest() == digest
