@@ -16,6 +16,8 @@ from skindx.inference import PreprocessingContract
 from skindx.inference.model import ModelIntegrityError, load_packaged_model, verify_package
 from skindx.inference.ood import OOD_FILE
 
+pytestmark = pytest.mark.slow  # builds a package with its OOD scorer (~1-2 min here)
+
 
 @pytest.fixture(scope="module")
 def ood_package(processed_dir, untrained_model_factory, tmp_path_factory):

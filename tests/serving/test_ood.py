@@ -15,6 +15,8 @@ from skindx.inference.preprocessing import resize_to_contract
 from tests.helpers.ood import with_ood_threshold
 from tests.serving.conftest import in_process_api
 
+pytestmark = pytest.mark.slow  # builds a package with its OOD scorer (~1-2 min here)
+
 
 def png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
