@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,19 +181,29 @@ def _find_metadata_csv(root: Path) -> Path | None:
     named = _find_file(root, HAM_METADATA_NAMES)
     if named is not None:
         return named
+    return _find_table_by_header(
+        root,
+        lambda columns: {"image_id", "dx"} <= set(columns),
+        skip=(ISIC_GROUND_TRUTH, ISIC_LESION_GROUPINGS),
+    )
+
+
+def _find_table_by_header(
+    root: Path, accepts: Callable[[list[str]], bool], skip: tuple[str, ...] = ()
+) -> Path | None:
+    """The first CSV/TSV near the top of `root` whose header (lower-cased, column aliases
+    applied) `accepts`: how a labelled table is recognised when it has no well-known name."""
     for folder, filenames in _walk(root, max_depth=1):
         for name in filenames:
-            if not name.lower().endswith((".csv", ".tab", ".tsv")):
-                continue
-            if name in (ISIC_GROUND_TRUTH, ISIC_LESION_GROUPINGS):
+            if not name.lower().endswith((".csv", ".tab", ".tsv")) or name in skip:
                 continue
             try:
                 with (folder / name).open(encoding="utf-8-sig") as fh:
                     header = fh.readline().lower()
             except (OSError, UnicodeDecodeError):
                 continue
-            columns = {COLUMN_ALIASES.get(c.strip(), c.strip()) for c in re.split("[,\t]", header)}
-            if {"image_id", "dx"} <= columns:
+            columns = [COLUMN_ALIASES.get(c.strip(), c.strip()) for c in re.split("[,\t]", header)]
+            if accepts(columns):
                 return folder / name
     return None
 
@@ -386,19 +396,12 @@ def _find_onehot_csv(root: Path) -> Path | None:
     named = _find_file(root, (ISIC_GROUND_TRUTH,))
     if named is not None:
         return named
-    for folder, filenames in _walk(root, max_depth=1):
-        for name in filenames:
-            if not name.lower().endswith((".csv", ".tab", ".tsv")):
-                continue
-            try:
-                with (folder / name).open(encoding="utf-8-sig") as fh:
-                    header = fh.readline().lower()
-            except (OSError, UnicodeDecodeError):
-                continue
-            columns = [COLUMN_ALIASES.get(c.strip(), c.strip()) for c in re.split("[,\t]", header)]
-            if "image_id" in columns and sum(class_code(c) is not None for c in columns) >= 2:
-                return folder / name
-    return None
+    return _find_table_by_header(
+        root,
+        lambda columns: (
+            "image_id" in columns and sum(class_code(c) is not None for c in columns) >= 2
+        ),
+    )
 
 
 def _labelled_from_table(table: pd.DataFrame, images: dict[str, Path]) -> pd.DataFrame:
