@@ -190,9 +190,7 @@ def test_the_ui_analyzes_an_upload_in_headless_chromium(compose_stack, browser, 
     ui.click_analyze(browser)
     try:
         ui.wait(browser).until(
-            EC.visibility_of_element_located(
-                (By.XPATH, f"//h3[contains(., '{expected['predicted_name']}')]")
-            )
+            EC.visibility_of_element_located((By.XPATH, ui.result_heading(expected)))
         )
     finally:
         shot = ui.save_screenshot(browser, "containers-analyze.png")
