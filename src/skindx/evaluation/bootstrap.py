@@ -120,6 +120,31 @@ def check_settings(n_resamples: int, confidence: float) -> None:
         raise ValueError(f"the confidence level {confidence} must be in [0.5, 1), e.g. 0.95")
 
 
+BOOTSTRAP_DEFAULTS = {"n_resamples": 1000, "confidence": 0.95, "seed": 0}
+
+
+def intervals_from_settings(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    classes: Sequence[str],
+    *,
+    groups: Sequence | None,
+    settings: dict | None,
+) -> dict[str, Interval]:
+    """bootstrap_intervals with a config section (`evaluate.bootstrap`) over BOOTSTRAP_DEFAULTS:
+    the one place the evaluate and external stages turn their settings into intervals."""
+    merged = {**BOOTSTRAP_DEFAULTS, **(settings or {})}
+    return bootstrap_intervals(
+        y_true,
+        y_pred,
+        classes,
+        groups=groups,
+        n_resamples=int(merged["n_resamples"]),
+        confidence=float(merged["confidence"]),
+        seed=int(merged["seed"]),
+    )
+
+
 def bootstrap_intervals(
     y_true: np.ndarray,
     y_pred: np.ndarray,

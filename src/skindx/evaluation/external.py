@@ -49,7 +49,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from skindx.data.sources import LabelledFolder, read_labelled_folder
-from skindx.evaluation.bootstrap import CI_HIGH, CI_LOW, bootstrap_intervals
+from skindx.evaluation.bootstrap import (
+    BOOTSTRAP_DEFAULTS,
+    CI_HIGH,
+    CI_LOW,
+    intervals_from_settings,
+)
 from skindx.evaluation.metrics import (
     MELANOMA,
     accuracy,
@@ -93,7 +98,6 @@ MEDIA_TYPES = {
     ".webp": "image/webp",
 }
 RETRY_STATUSES = (429, 503)  # nginx's rate limit; the API's full queue or a model still loading
-BOOTSTRAP_DEFAULTS = {"n_resamples": 1000, "confidence": 0.95, "seed": 0}
 
 
 class ExternalError(RuntimeError):
@@ -478,14 +482,8 @@ def summarise(
         if any(isinstance(g, str) and g for g in picked):
             groups = [g if isinstance(g, str) and g else None for g in picked]
     if n:
-        intervals = bootstrap_intervals(
-            y_true,
-            y_pred,
-            classes,
-            groups=groups,
-            n_resamples=int(settings["n_resamples"]),
-            confidence=float(settings["confidence"]),
-            seed=int(settings["seed"]),
+        intervals = intervals_from_settings(
+            y_true, y_pred, classes, groups=groups, settings=settings
         )
 
     def ci(name: str) -> dict[str, float | None]:

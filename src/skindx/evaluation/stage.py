@@ -14,7 +14,13 @@ from typing import Any
 from skindx import tracking
 from skindx.config import ProjectPaths
 from skindx.data.processed import load_split
-from skindx.evaluation.bootstrap import CI_HIGH, CI_LOW, INTERVAL_METRICS, bootstrap_intervals
+from skindx.evaluation.bootstrap import (
+    BOOTSTRAP_DEFAULTS,
+    CI_HIGH,
+    CI_LOW,
+    INTERVAL_METRICS,
+    intervals_from_settings,
+)
 from skindx.evaluation.calibration import calibrate
 from skindx.evaluation.metrics import classification_report, softmax
 from skindx.evaluation.plots import save_figures, write_plot_data
@@ -40,9 +46,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-BOOTSTRAP_DEFAULTS = {"n_resamples": 1000, "confidence": 0.95, "seed": 0}
-
-
 def add_intervals(
     metrics: dict[str, Any],
     labels,
@@ -55,14 +58,8 @@ def add_intervals(
     `recall_ci_low/_ci_high` in each per_class entry, and a `bootstrap` section saying how:
     lesions resampled with replacement (skindx.evaluation.bootstrap)."""
     settings = {**BOOTSTRAP_DEFAULTS, **(settings or {})}
-    intervals = bootstrap_intervals(
-        labels,
-        predicted,
-        classes,
-        groups=lesion_ids,
-        n_resamples=int(settings["n_resamples"]),
-        confidence=float(settings["confidence"]),
-        seed=int(settings["seed"]),
+    intervals = intervals_from_settings(
+        labels, predicted, classes, groups=lesion_ids, settings=settings
     )
     out = dict(metrics)
     for name in INTERVAL_METRICS:
