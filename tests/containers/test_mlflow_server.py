@@ -9,6 +9,7 @@ time, on two copies of the session's quick project, against the compose server."
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -181,7 +182,9 @@ def two_runs(compose_stack, quick_project, tmp_path_factory):
     compose_stack.timings["two_team_runs_s"] = round(time.monotonic() - started, 1)
     runs = [r for r in experiment_runs(compose_stack) if r["info"]["run_id"] not in known]
     versions = [v for v in model_versions(compose_stack) if v["version"] not in versions_before]
-    return outputs, runs, versions
+    yield outputs, runs, versions
+    for path, _ in outputs.values():  # 1.7 GB each of DVC cache and checkpoints
+        shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def experiment_runs(stack: ComposeStack) -> list[dict]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -317,7 +318,8 @@ def trained(compose_stack, quick_project, tmp_path_factory):
         timeout=1800,
     )
     compose_stack.timings["trainer_run_s"] = round(time.monotonic() - started, 1)
-    return workspace, uid, result
+    yield workspace, uid, result
+    shutil.rmtree(workspace.parent, ignore_errors=True)  # 1.4 GB of DVC cache and checkpoints
 
 
 def test_the_trainer_run_and_its_model_appear_in_mlflow(compose_stack, trained):

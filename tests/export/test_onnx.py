@@ -57,10 +57,11 @@ def test_resnet50_exports(untrained_model_factory, tmp_path):
     path = export_onnx(model, tmp_path / "model.onnx", input_size=64)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     x = torch.randn(3, 3, 64, 64)
-    logits, features = create_session(path).run(None, {"input": x.numpy()})
+    logits, features, pooled = create_session(path).run(None, {"input": x.numpy()})
     with torch.no_grad():
         ref_logits, _, _ = FeatureModel(model)(x)
     assert features.shape == (3, 2048, 2, 2)
+    assert pooled.shape == (3, 256 + 512 + 1024 + 2048)  # each bottleneck stage's pool
     np.testing.assert_allclose(logits, ref_logits.numpy(), atol=1e-3)
 
 
@@ -70,6 +71,6 @@ def test_dynamo_exporter_also_works(untrained_model_factory, tmp_path):
     path = export_onnx(model, tmp_path / "model.onnx", input_size=32, opset=18, dynamo=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
     x = torch.randn(4, 3, 32, 32)
-    logits, _ = create_session(path).run(None, {"input": x.numpy()})
+    logits, _, _ = create_session(path).run(None, {"input": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(logits, model(x).numpy(), atol=1e-4)
