@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,17 +37,14 @@ import numpy as np
 from loadgen import LoadResult, run_load  # a sibling module: run this file as a script
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the repo's deploy package
+from deploy.stack import free_port  # noqa: E402  (one definition, shared with the tests)
+
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "ham10000-fullres-sample" / "images"
 TARGETS = {"p50_speedup_1_client": 2.0, "throughput_ratio_16_clients": 3.0, "errors": 0}
 
 
 # --- running both servers ------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def server(command: list[str], port: int, env: dict[str, str], name: str):
     process = subprocess.Popen(

@@ -61,6 +61,8 @@ def render_template(text: str, values: Mapping[str, str]) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listened on a moment ago (the OS's pick); the one definition, used
+    by the stack, the tests (tests/helpers/servers.py) and the benchmarks."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]

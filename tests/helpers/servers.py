@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,14 +18,9 @@ from pathlib import Path
 
 import httpx
 
+from deploy.stack import free_port  # noqa: F401  (one definition; the tests import it from here)
+
 LOG_TAIL_CHARS = 6000
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listened on a moment ago (the OS's pick)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def answers(url: str, ok: Callable[[httpx.Response], bool] | None = None) -> bool:
