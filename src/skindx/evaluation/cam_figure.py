@@ -1,0 +1,129 @@
+"""Grad-CAM before and after, as one figure: for a few images, the overlay computed on layer4
+(the last feature map: 2x2 at 64 px, a blurred band) beside the one /explain serves on layer3
+through the package's cam.onnx (4x4), both for the predicted class, on the same package.
+
+    python -m skindx.evaluation.cam_figure --model models/candidate \\
+        --images ../shared/data/ham10000-fullres-sample/images --n 4 \\
+        --out docs/results/gradcam-layer4-vs-layer3.png
+
+Torch-free (the package's ONNX graphs), so it runs wherever the package is served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from skindx.inference.cam import overlay
+from skindx.inference.classes import CLASS_INFO
+from skindx.inference.model import PackagedModel, load_packaged_model, softmax
+from skindx.inference.preprocessing import normalize, resize_to_contract
+
+VIEW_SIZE = 224  # the overlays' side: the model's crop, enlarged
+
+
+@dataclasses.dataclass(frozen=True)
+class CamPair:
+    name: str
+    predicted: str  # class code
+    confidence: float
+    view: np.ndarray  # uint8 (VIEW_SIZE, VIEW_SIZE, 3): what the model saw, enlarged
+    maps: dict[str, tuple[np.ndarray, tuple[int, int]]]  # layer -> ([0, 1] map, grid)
+
+
+def cam_pairs(model: PackagedModel, images: Sequence[Path]) -> list[CamPair]:
+    """Each image's layer4 and (when the package has cam.onnx) layer3 Grad-CAM for its
+    predicted class."""
+    layer4_only = dataclasses.replace(model, cam_session=None)
+    view_contract = dataclasses.replace(model.contract, input_size=VIEW_SIZE)
+    pairs = []
+    for path in images:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+        pixels = resize_to_contract(image, model.contract)
+        logits, _ = model.run(normalize(pixels, model.contract))
+        probs = softmax(logits[0], model.temperature)  # calibrated, as served
+        index = int(np.argmax(probs))
+        size = (VIEW_SIZE, VIEW_SIZE)
+        maps = {}
+        for variant in (layer4_only, model):
+            cam, layer, grid = variant.explain(pixels, index, size=size)
+            maps[layer] = (cam, grid)
+        pairs.append(
+            CamPair(
+                path.name,
+                model.classes[index],
+                float(probs[index]),
+                resize_to_contract(image, view_contract),
+                maps,
+            )
+        )
+    return pairs
+
+
+def figure(pairs: Sequence[CamPair], title: str):
+    """Rows: images; columns: the model's view, then one overlay per layer (coarsest first)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = sorted({layer for p in pairs for layer in p.maps}, reverse=True)  # layer4, layer3
+    fig, axes = plt.subplots(
+        len(pairs), 1 + len(layers), figsize=(3 * (1 + len(layers)), 3 * len(pairs)), squeeze=False
+    )
+    for row, pair in zip(axes, pairs, strict=True):
+        row[0].imshow(pair.view)
+        row[0].set_title(
+            f"{pair.name}\n{CLASS_INFO[pair.predicted].name} ({pair.confidence:.0%})",
+            fontsize=9,
+        )
+        for ax, layer in zip(row[1:], layers, strict=True):
+            cam, grid = pair.maps[layer]
+            ax.imshow(overlay(pair.view, cam))
+            ax.set_title(f"Grad-CAM on {layer} ({grid[0]}x{grid[1]})", fontsize=9)
+        for ax in row:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=Path("serving/model"))
+    parser.add_argument("--images", type=Path, required=True, help="a folder of JPEG/PNG images")
+    parser.add_argument("--n", type=int, default=4, help="how many images (sorted by name)")
+    parser.add_argument("--out", type=Path, default=Path("reports/gradcam-layer4-vs-layer3.png"))
+    args = parser.parse_args(argv)
+    images = sorted(
+        p for p in args.images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}
+    )[: args.n]
+    if not images:
+        parser.error(f"no .jpg/.png images in {args.images}")
+    model = load_packaged_model(args.model)
+    if model.cam_session is None:
+        print(
+            f"{args.model}: no cam.onnx (layer4 is fine at this resolution): "
+            "the figure shows layer4 only"
+        )
+    title = (
+        f"{model.name} v{model.version}, {model.contract.input_size} px input: "
+        "layer4 before, layer3 (what /explain serves) after"
+    )
+    fig = figure(cam_pairs(model, images), title)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(args.out.name + ".partial.png")
+    fig.savefig(partial, dpi=110)
+    partial.replace(args.out)  # atomic: a reader never sees half a PNG
+    print(f"wrote {args.out} ({len(images)} images)")
+    return args.out
+
+
+if __name__ == "__main__":
+    main()
