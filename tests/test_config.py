@@ -100,6 +100,19 @@ def test_every_pipeline_path_comes_from_the_paths_group():
     )
 
 
+def test_no_pipeline_output_is_left_out_of_the_cache():
+    """`cache: false` keeps a stage out of DVC's run cache and its file out of `dvc push`: a
+    clone that pulls would see that stage as changed and rerun it (tests/test_dvc_remote.py
+    found reports/ood.json so)."""
+    dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    for name, stage in dvc["stages"].items():
+        for key in ("outs", "metrics", "plots"):
+            for entry in stage.get(key, []):
+                if isinstance(entry, dict):
+                    path, options = next(iter(entry.items()))
+                    assert (options or {}).get("cache", True), f"{name}.{key}: {path}"
+
+
 def test_a_changed_path_reaches_every_section_that_names_it():
     cfg = compose_config(
         ["paths.candidate_dir=out/cand", "paths.serving_model_dir=out/serve"],

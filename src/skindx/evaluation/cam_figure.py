@@ -99,7 +99,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
     parser.add_argument("--model", type=Path, default=Path("serving/model"))
     parser.add_argument("--images", type=Path, required=True, help="a folder of JPEG/PNG images")
     parser.add_argument("--n", type=int, default=4, help="how many images (sorted by name)")
-    parser.add_argument("--out", type=Path, default=Path("reports/gradcam-layer4-vs-layer3.png"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/gradcam-layer4-vs-layer3.png"),
+        help="the figure (.png, or .jpg for a smaller file)",
+    )
     args = parser.parse_args(argv)
     images = sorted(
         p for p in args.images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}
@@ -118,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     )
     fig = figure(cam_pairs(model, images), title)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_name(args.out.name + ".partial.png")
+    partial = args.out.with_name(f".{args.out.stem}.partial{args.out.suffix}")  # same format
     fig.savefig(partial, dpi=110)
     partial.replace(args.out)  # atomic: a reader never sees half a PNG
     print(f"wrote {args.out} ({len(images)} images)")
