@@ -51,8 +51,10 @@ class FileServer:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
-                self.wfile.write(body[start:])
+                # recorded before the write: the client can finish reading, and the test look
+                # at the record, before this thread returns from write() (a flaky failure)
                 record["sent"] = len(body) - start
+                self.wfile.write(body[start:])
 
             def log_message(self, *args):  # keep test output clean
                 pass
