@@ -69,6 +69,7 @@ def parse(page: Path) -> AssetRefs:
     return parser
 
 
+@pytest.mark.slow
 def test_the_projects_docs_build_strict_with_every_page_in_the_nav(site):
     for name in PAGES:
         html = (site / f"{name}.html").read_text(encoding="utf-8")
@@ -82,6 +83,7 @@ def test_the_projects_docs_build_strict_with_every_page_in_the_nav(site):
         assert f"<code>{key}</code>" in contracts, key
 
 
+@pytest.mark.slow
 def test_readme_is_the_home_page_with_links_and_images_into_the_site(site):
     index = (site / "index.html").read_text(encoding="utf-8")
     assert '<h1 id="skindx">SkinDX' in index
@@ -98,6 +100,7 @@ def test_readme_is_the_home_page_with_links_and_images_into_the_site(site):
     assert '<h2 id="the-api">' in index  # headings have the ids README's own #links use
 
 
+@pytest.mark.slow
 def test_search_works_offline(site):
     index = json.loads((site / "search" / "search_index.json").read_text(encoding="utf-8"))
     locations = {doc["location"] for doc in index["docs"]}
@@ -111,6 +114,7 @@ def test_search_works_offline(site):
     assert shim in parse(site / "index.html").urls and (site / shim).is_file()
 
 
+@pytest.mark.slow
 def test_no_page_fetches_anything_from_another_host(site):
     pages = sorted(site.rglob("*.html"))
     assert len(pages) >= len(PAGES)
@@ -123,6 +127,7 @@ def test_no_page_fetches_anything_from_another_host(site):
             assert marker not in text, f"{css.name} loads {marker}…"
 
 
+@pytest.mark.slow
 def test_the_api_page_documents_the_apps_real_endpoints(site):
     from serving.app import create_app
 

@@ -75,6 +75,7 @@ def test_the_repository_has_no_default_remote():
     assert not [s for s in config.sections() if s.startswith("'remote")]
 
 
+@pytest.mark.slow
 def test_push_and_pull_without_a_remote_say_what_to_set(tmp_path):
     project = toy_project(tmp_path / "p")
     env = project_env(project)
@@ -86,6 +87,7 @@ def test_push_and_pull_without_a_remote_say_what_to_set(tmp_path):
         assert "dvc remote add -d" in result.stderr
 
 
+@pytest.mark.slow
 def test_skindx_dvc_remote_is_a_local_default_that_push_and_pull_use(tmp_path):
     project = toy_project(tmp_path / "a")
     remote = tmp_path / "remote"

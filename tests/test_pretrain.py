@@ -93,6 +93,7 @@ def test_two_views_of_an_image_differ_and_grey_views_stay_grey(processed_dir):
         assert (spread < 1e-5) == grey, (p, spread)
 
 
+@pytest.mark.slow
 def test_the_contrastive_loss_falls_over_a_few_steps(processed_dir):
     """Four SimCLR steps on one batch with the same two views each time: NT-Xent falls from
     about log(2N - 1) and the views find their partners (the optimisation works end to end:
@@ -139,6 +140,7 @@ def pretrained(processed_dir, tmp_path_factory):
     return result, params
 
 
+@pytest.mark.slow
 def test_the_stage_writes_a_plain_backbone_state_dict_and_a_manifest(pretrained):
     import torch
 
@@ -155,6 +157,7 @@ def test_the_stage_writes_a_plain_backbone_state_dict_and_a_manifest(pretrained)
     assert len((out / "history.csv").read_text().splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_the_stage_logs_its_run_to_mlflow(pretrained):
     import mlflow
 
@@ -170,6 +173,7 @@ def test_the_stage_logs_its_run_to_mlflow(pretrained):
     assert [m.step for m in losses] == [1, 2]
 
 
+@pytest.mark.slow
 def test_the_backbone_loads_into_the_classifier_with_a_new_head(pretrained):
     import torch
 
@@ -189,6 +193,7 @@ def test_the_backbone_loads_into_the_classifier_with_a_new_head(pretrained):
     assert not torch.equal(scratch.state_dict()["conv1.weight"], own["conv1.weight"])
 
 
+@pytest.mark.slow
 def test_a_backbone_of_another_architecture_is_refused(pretrained):
     from skindx.models import ModelWeightsError, build_model
 
@@ -197,6 +202,7 @@ def test_a_backbone_of_another_architecture_is_refused(pretrained):
         build_model("resnet50", weights=result.backbone_path)
 
 
+@pytest.mark.slow
 def test_lineage_names_the_run_and_refuses_a_changed_backbone(pretrained, tmp_path):
     result, _ = pretrained
     lineage = pretrain_lineage(result.backbone_path)
@@ -210,6 +216,7 @@ def test_lineage_names_the_run_and_refuses_a_changed_backbone(pretrained, tmp_pa
         pretrain_lineage(copy / BACKBONE_FILE)
 
 
+@pytest.mark.slow
 def test_the_train_run_and_its_checkpoint_name_the_pretraining_run(pretrained):
     """run_train from the backbone (one step): the MLflow tags and checkpoint config carry the
     pretraining run (the package stage copies the latter into the card: the slow test)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from skindx import tracking
 
 
@@ -20,6 +22,7 @@ def test_env_uri_wins_over_params(monkeypatch, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_configure_logs_to_a_real_sqlite_store(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     mlflow = tracking.configure({"experiment": "skindx-test"})
@@ -77,6 +80,7 @@ def test_metric_names_and_flattening_are_defined_once():
     assert metrics.flat_metrics(nested) == {"a": 1.0, "b.c": 2.5}
 
 
+@pytest.mark.slow
 def test_experiments_are_tagged_as_model_development(monkeypatch, tmp_path):
     """MLflow 3 files an untagged experiment under GenAI (traces); ours are model training."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
@@ -93,6 +97,7 @@ def test_experiments_are_tagged_as_model_development(monkeypatch, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_relative_sqlite_store_is_the_checkouts_even_in_a_queued_experiment(
     monkeypatch, tmp_path
 ):
@@ -123,6 +128,7 @@ def test_a_relative_sqlite_store_is_the_checkouts_even_in_a_queued_experiment(
     assert tracking.tracking_uri(params) == f"sqlite:///{exp_copy.resolve()}/mlflow.db"
 
 
+@pytest.mark.slow
 def test_processed_splits_are_logged_as_the_runs_datasets(monkeypatch, tmp_path, processed_dir):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     mlflow = tracking.configure({"experiment": "skindx-data-inputs"})
@@ -154,6 +160,7 @@ def test_runs_view_url_opens_the_machine_learning_runs_table():
     )
 
 
+@pytest.mark.slow
 def test_the_headline_view_shows_the_test_headline_metrics_best_first(monkeypatch, tmp_path):
     from skindx.inference.metrics import HEADLINE_METRICS
 

@@ -105,6 +105,7 @@ def feedback_log(tmp_path: Path):
     log.log.close()
 
 
+@pytest.mark.slow
 def test_reviewed_cases_join_raw_data_with_provenance_and_explicit_skips(
     feedback_log: FeedbackLog, new_images: list[Path], raw_copy: Path, fullres_images: list[Path]
 ):

@@ -128,6 +128,7 @@ def run_preprocess_stage(project: Path, data: dict, **env: str) -> subprocess.Co
     )
 
 
+@pytest.mark.slow
 def test_a_bad_setting_fails_the_stage_in_one_line(tmp_path: Path):
     data = {
         "classes": CLASSES,

@@ -55,6 +55,7 @@ def test_run_in_data_experiment_with_lineage(project: Path):
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["ham10000-train"]
 
 
+@pytest.mark.slow
 def test_tracking_failure_warns_and_does_not_fail_the_stage(project: Path, capsys):
     (project / "blocker").write_text("a file where the store's folder should be")
     params = {"mlflow": {"tracking_uri": f"sqlite:///{project / 'blocker' / 'store.db'}"}}

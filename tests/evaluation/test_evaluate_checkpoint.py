@@ -14,6 +14,7 @@ from skindx.models.predict import predict_logits
 from tests.helpers.training import MODEL, make_trainer
 
 
+@pytest.mark.slow
 def test_metrics_and_temperature_match_an_independent_computation(processed_dir, tmp_path):
     # A few real training steps: an untrained model can predict one class for every image
     # (it does on the synthetic set), and then no temperature tells val from test.

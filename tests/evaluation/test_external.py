@@ -306,6 +306,7 @@ def ood_package(processed_dir: Path, folders, known, tmp_path_factory) -> Path:
     return with_ood_threshold(fitted, base / "median" / "model", float(np.median(scores)))
 
 
+@pytest.mark.slow
 def test_the_ood_rate_is_the_packages_scorer_locally_and_through_the_api(
     ood_package, folders, known, tmp_path
 ):

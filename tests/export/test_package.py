@@ -99,6 +99,7 @@ def test_weights_and_cam_head_are_the_models(packaged_model_dir, untrained_model
     np.testing.assert_allclose(head[:, 512], fc.bias.detach().numpy())
 
 
+@pytest.mark.slow
 def test_parity_images_are_checked_and_reported(untrained_model_factory, tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     out = build_package(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.monitor.conftest import MonitorPackage
@@ -20,6 +21,7 @@ def drift_samples(client) -> dict[str, float]:
     }
 
 
+@pytest.mark.slow
 def test_metrics_export_the_last_reports_drift_score(monitor_package: MonitorPackage, tmp_path):
     from tests.serving.conftest import in_process_api
 

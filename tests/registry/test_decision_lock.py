@@ -11,6 +11,9 @@ from skindx.registry import RegistryError
 from skindx.registry.stores import LOCK_SUFFIX, MlflowChampionStore
 from tests.registry.conftest import MODEL, client_of, promote_in
 
+# each test drives a real MLflow registry (seconds apiece): in `make test`, not test-fast
+pytestmark = pytest.mark.slow
+
 LOCK = f"{MODEL}{LOCK_SUFFIX}"
 
 

@@ -18,6 +18,9 @@ from skindx.inference.model import verify_package
 from skindx.registry import promote, register_package
 from skindx.registry.stores import LocalChampionStore
 
+# each test drives a real MLflow registry (seconds apiece): in `make test`, not test-fast
+pytestmark = pytest.mark.slow
+
 CLASSES = list(CLASS_CODES)
 N, PER_LESION = 600, 3
 RNG = np.random.default_rng(12)

@@ -21,6 +21,9 @@ from skindx.registry import (
 )
 from tests.registry.conftest import MODEL, REPO, client_of, log_of, promote_in
 
+# each test drives a real MLflow registry (seconds apiece): in `make test`, not test-fast
+pytestmark = pytest.mark.slow
+
 
 def test_first_candidate_is_promoted(store):
     record = promote_in(store, "low")

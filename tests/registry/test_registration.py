@@ -16,6 +16,9 @@ from skindx.registry import (
 )
 from tests.registry.conftest import MODEL
 
+# each test drives a real MLflow registry (seconds apiece): in `make test`, not test-fast
+pytestmark = pytest.mark.slow
+
 
 def test_register_tags_metrics_signature_and_stores_the_package(registered):
     import mlflow

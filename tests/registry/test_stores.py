@@ -17,6 +17,9 @@ from skindx.registry import (
 )
 from tests.registry.conftest import MODEL, SCORES, client_of
 
+# each test drives a real MLflow registry (seconds apiece): in `make test`, not test-fast
+pytestmark = pytest.mark.slow
+
 
 def test_registry_champion_none_only_when_there_is_none(store):
     from mlflow.exceptions import MlflowException

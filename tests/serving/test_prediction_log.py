@@ -207,6 +207,7 @@ def load(api: InProcessApi, jpegs: list[bytes], n: int = LOAD) -> list[int]:
         return list(pool.map(one, range(n)))
 
 
+@pytest.mark.slow
 def test_a_database_that_is_down_loses_records_but_no_request(
     packaged_model_dir: Path, synthetic_jpegs: list[bytes]
 ):
@@ -225,6 +226,7 @@ def test_a_database_that_is_down_loses_records_but_no_request(
     assert seen["skindx_prediction_log_write_errors_total"] >= 1
 
 
+@pytest.mark.slow
 def test_a_locked_database_drops_what_the_queue_cannot_hold(
     packaged_model_dir: Path, tmp_path: Path, synthetic_jpegs: list[bytes]
 ):

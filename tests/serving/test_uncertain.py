@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from skindx.export.card import write_card
 from tests.serving.conftest import in_process_api
 
@@ -28,6 +30,7 @@ def predict(model_dir: Path, image: bytes) -> dict:
     return response.json()
 
 
+@pytest.mark.slow
 def test_uncertain_below_the_threshold_and_not_above(
     packaged_model_dir: Path, synthetic_jpeg: bytes, tmp_path: Path
 ):

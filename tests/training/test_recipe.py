@@ -327,6 +327,7 @@ def test_best_checkpoint_and_export_hold_the_ema_when_it_validates_better(proces
     np.testing.assert_allclose(onnx_logits[: len(x), :7], torch_logits, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_best_checkpoint_holds_the_model_when_the_ema_validates_worse(processed_dir, tmp_path):
     trainer = make_trainer(
         processed_dir, tmp_path, cls=EmaLoses, epochs=1, ema={"enabled": True, "decay": 0.9}
@@ -340,6 +341,7 @@ def test_best_checkpoint_holds_the_model_when_the_ema_validates_worse(processed_
     )
 
 
+@pytest.mark.slow
 def test_resume_restores_the_ema(processed_dir, tmp_path):
     trainer = make_trainer(processed_dir, tmp_path, epochs=2, ema={"enabled": True, "decay": 0.9})
     trainer.fit()
@@ -352,6 +354,7 @@ def test_resume_restores_the_ema(processed_dir, tmp_path):
 
 
 # -- the whole recipe trains ----------------------------------------------------------------
+@pytest.mark.slow
 def test_every_option_on_trains_with_a_finite_loss(processed_dir, tmp_path):
     trainer = make_trainer(
         processed_dir,

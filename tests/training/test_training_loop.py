@@ -114,6 +114,7 @@ def uninterrupted(processed_dir, tmp_path_factory):
     return result, load_checkpoint(out / "last.pt")
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_matches_an_uninterrupted_run(
     processed_dir, tmp_path, uninterrupted
 ):
@@ -136,6 +137,7 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(
         torch.testing.assert_close(last["model_state"][key], value, atol=1e-6, rtol=0, msg=key)
 
 
+@pytest.mark.slow
 def test_same_config_same_metrics_on_cpu(processed_dir, tmp_path, uninterrupted):
     again = make_trainer(processed_dir, tmp_path, epochs=2).fit()
     expected, _ = uninterrupted
@@ -150,6 +152,7 @@ def test_same_config_same_metrics_on_cpu(processed_dir, tmp_path, uninterrupted)
             assert mine[key] == theirs[key], key
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_model(processed_dir, tmp_path):
     make_trainer(processed_dir, tmp_path, epochs=1).fit()
     other = {**MODEL, "dropout": 0.5}
@@ -157,6 +160,7 @@ def test_resume_refuses_another_model(processed_dir, tmp_path):
         make_trainer(processed_dir, tmp_path, epochs=2, model=other).fit(resume=True)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_schedule(processed_dir, tmp_path):
     make_trainer(processed_dir, tmp_path, epochs=1).fit()
     # OneCycleLR would otherwise fail mid-run ("Tried to step N times") with a new total
