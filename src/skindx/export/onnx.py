@@ -80,39 +80,54 @@ def export_onnx(
         raise ExportError(f"package.opset must be at least {MIN_OPSET}, got {opset}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = FeatureModel(model).eval()
+    run_export(
+        FeatureModel(model).eval(),
+        path,
+        input_size,
+        opset,
+        (INPUT_NAME,),
+        EXPORTED_OUTPUTS,
+        dynamo=dynamo,
+        what="torch.onnx.export",
+    )
+    check_onnx(path, opset)
+    return path
+
+
+def run_export(
+    wrapper: nn.Module,
+    path: Path,
+    input_size: int,
+    opset: int,
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    *,
+    dynamo: bool = False,
+    what: str,
+) -> None:
+    """torch.onnx.export of `wrapper` on a (2, 3, S, S) example with a dynamic batch axis, by the
+    TorchScript exporter or (dynamo) the torch.export one; any exporter failure -> ExportError
+    naming `what`."""
     example = torch.zeros(2, 3, input_size, input_size)
-    names = {"input_names": [INPUT_NAME], "output_names": list(EXPORTED_OUTPUTS)}
+    if dynamo:  # one input, named x in forward()
+        shapes = {"dynamic_shapes": {"x": {0: torch.export.Dim("batch")}}, "external_data": False}
+    else:
+        shapes = {"dynamic_axes": {name: {0: "batch"} for name in (*inputs, *outputs)}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         try:
-            if dynamo:
-                batch = torch.export.Dim("batch")
-                torch.onnx.export(
-                    wrapper,
-                    (example,),
-                    str(path),
-                    opset_version=opset,
-                    dynamo=True,
-                    dynamic_shapes={"x": {0: batch}},
-                    external_data=False,
-                    **names,
-                )
-            else:
-                axes = {name: {0: "batch"} for name in (INPUT_NAME, *EXPORTED_OUTPUTS)}
-                torch.onnx.export(
-                    wrapper,
-                    (example,),
-                    str(path),
-                    opset_version=opset,
-                    dynamo=False,
-                    dynamic_axes=axes,
-                    **names,
-                )
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                str(path),
+                opset_version=opset,
+                dynamo=dynamo,
+                input_names=list(inputs),
+                output_names=list(outputs),
+                **shapes,
+            )
         except Exception as exc:  # exporter failures come in many types
-            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {exc}") from exc
-    check_onnx(path, opset)
-    return path
+            raise ExportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def check_onnx(path: Path, opset: int) -> None:
@@ -270,24 +285,15 @@ class Layer3GradCam(nn.Module):
 def export_cam_onnx(model: nn.Module, path: str | Path, input_size: int, opset: int = MIN_OPSET):
     """Export Layer3GradCam(model) to one self-contained .onnx file (dynamic batch)."""
     path = Path(path)
-    wrapper = Layer3GradCam(model).eval()
-    example = torch.zeros(2, 3, input_size, input_size)
-    axes = {name: {0: "batch"} for name in (CAM_INPUT_NAME, *CAM_OUTPUT_NAMES)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            torch.onnx.export(
-                wrapper,
-                (example,),
-                str(path),
-                opset_version=opset,
-                dynamo=False,
-                input_names=[CAM_INPUT_NAME],
-                output_names=list(CAM_OUTPUT_NAMES),
-                dynamic_axes=axes,
-            )
-        except Exception as exc:
-            raise ExportError(f"Grad-CAM export failed: {type(exc).__name__}: {exc}") from exc
+    run_export(
+        Layer3GradCam(model).eval(),
+        path,
+        input_size,
+        opset,
+        (CAM_INPUT_NAME,),
+        CAM_OUTPUT_NAMES,
+        what="Grad-CAM export",
+    )
     return path
 
 
