@@ -25,7 +25,15 @@ import time
 from pathlib import Path
 
 import httpx
-from bench_serving import DEFAULT_IMAGES, ROOT, free_port, load, median_of, report_header, server
+from bench_serving import (
+    DEFAULT_IMAGES,
+    ROOT,
+    free_port,
+    load,
+    report_header,
+    server,
+    summarize_rounds,
+)
 
 TARGETS = {"p50_ratio_1_client_max": 1.10, "throughput_ratio_16_clients_min": 0.90}
 
@@ -145,19 +153,7 @@ def main() -> None:
     with sqlite3.connect(database) as connection:
         rows = connection.execute("SELECT count(*) FROM predictions").fetchone()[0]
 
-    keys = list(rounds[0]["ratios"])
-    ratios = {k: median_of(r["ratios"][k] for r in rounds) for k in keys}
-    summary = {
-        name: {
-            phase: {
-                m: median_of(r[name][phase][m] for r in rounds)
-                for m in ("p50_ms", "p95_ms", "p99_ms", "throughput_rps")
-            }
-            for phase in (single, many)
-        }
-        for name in ("log_on", "log_off")
-    }
-    errors = sum(r[n][p]["errors"] for r in rounds for n in envs for p in (single, many))
+    ratios, summary, errors = summarize_rounds(rounds, ("log_on", "log_off"), (single, many))
     met = {
         "p50_ratio_1_client": ratios["p50_ratio_1_client"] is not None
         and ratios["p50_ratio_1_client"] <= TARGETS["p50_ratio_1_client_max"],

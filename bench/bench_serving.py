@@ -200,6 +200,28 @@ def median_of(values: Iterable[float | None]) -> float | None:
     return round(float(statistics.median(known)), 2) if known else None
 
 
+def summarize_rounds(
+    rounds: list[dict], servers: Iterable[str], phases: Iterable[str]
+) -> tuple[dict, dict, int]:
+    """Interleaved rounds -> (each paired ratio's median over the rounds, each server's
+    per-phase latency and throughput medians, the errors of every load); shared with
+    bench_prediction_log.py."""
+    servers, phases = list(servers), list(phases)
+    ratios = {key: median_of(r["ratios"][key] for r in rounds) for key in rounds[0]["ratios"]}
+    summary = {
+        name: {
+            phase: {
+                metric: median_of(r[name][phase][metric] for r in rounds)
+                for metric in ("p50_ms", "p95_ms", "p99_ms", "throughput_rps")
+            }
+            for phase in phases
+        }
+        for name in servers
+    }
+    errors = sum(r[n][p]["errors"] for r in rounds for n in servers for p in phases)
+    return ratios, summary, errors
+
+
 def worst_of(values: Iterable[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return min(known) if known else None
@@ -290,25 +312,8 @@ def main() -> None:
             rounds.append(measured)
             print(f"  {measured['ratios']}", flush=True)
 
-    ratio_keys = list(rounds[0]["ratios"])
-    ratios = {key: median_of(r["ratios"][key] for r in rounds) for key in ratio_keys}
-    worst = {key: worst_of(r["ratios"][key] for r in rounds) for key in ratio_keys}
-    summary = {
-        name: {
-            phase: {
-                metric: median_of(r[name][phase][metric] for r in rounds)
-                for metric in ("p50_ms", "p95_ms", "p99_ms", "throughput_rps")
-            }
-            for phase in (single, many)
-        }
-        for name in ("api", "baseline")
-    }
-    errors = sum(
-        r[name][phase]["errors"]
-        for r in rounds
-        for name in ("api", "baseline")
-        for phase in (single, many)
-    )
+    ratios, summary, errors = summarize_rounds(rounds, ("api", "baseline"), (single, many))
+    worst = {key: worst_of(r["ratios"][key] for r in rounds) for key in ratios}
     throughput_key = f"throughput_ratio_{many}"
     met = {
         "p50_speedup_1_client": reaches(
