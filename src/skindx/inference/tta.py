@@ -1,0 +1,53 @@
+"""Test-time augmentation over the 8 dihedral views (4 rotations of the image and of its
+mirror): a dermoscopy image has no canonical orientation, so each view is as valid an input as
+the original, and averaging the model's calibrated probabilities over them removes the part of
+its answer that depends on how the dermatoscope was held.
+
+Torch-free (numpy and the package's ONNX session), so evaluation and serving share it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from skindx.inference.model import PackagedModel, softmax
+from skindx.inference.preprocessing import normalize
+
+DIHEDRAL_VIEWS = 8
+
+
+def dihedral_views(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) square images -> (8, N, H, W, C): rotations by 0, 90, 180 and 270 degrees,
+    then the same of the left-right mirror. View 0 is the image itself."""
+    if images.ndim != 4 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"expected square (N, S, S, C) images, got shape {images.shape}")
+    mirrored = images[:, :, ::-1]
+    views = [np.rot90(base, k, axes=(1, 2)) for base in (images, mirrored) for k in range(4)]
+    return np.ascontiguousarray(np.stack(views))
+
+
+def tta_probabilities(
+    model: PackagedModel, images: np.ndarray, *, batch_size: int = 64
+) -> np.ndarray:
+    """uint8 (N, S, S, 3) at the contract's size -> (N, C) calibrated probabilities averaged
+    over the 8 views (each view's batch run as one ONNX batch of 8 x batch_size at most)."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        views = dihedral_views(chunk)  # (8, n, S, S, 3)
+        flat = views.reshape(-1, *views.shape[2:])
+        logits, _ = model.run(normalize(flat, model.contract))
+        probs = softmax(logits, model.temperature).reshape(DIHEDRAL_VIEWS, len(chunk), -1)
+        out.append(probs.mean(axis=0))
+    return np.concatenate(out) if out else np.zeros((0, len(model.classes)), np.float32)
+
+
+def plain_probabilities(
+    model: PackagedModel, images: np.ndarray, *, batch_size: int = 256
+) -> np.ndarray:
+    """The same images without TTA: (N, C) calibrated probabilities of view 0 alone."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        logits, _ = model.run(normalize(images[start : start + batch_size], model.contract))
+        out.append(softmax(logits, model.temperature))
+    return np.concatenate(out) if out else np.zeros((0, len(model.classes)), np.float32)
