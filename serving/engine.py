@@ -22,6 +22,7 @@ from serving.settings import Settings
 from skindx.inference.classes import CLASS_INFO
 from skindx.inference.model import PackagedModel, load_packaged_model
 from skindx.inference.preprocessing import PreprocessingContract, resize_to_contract
+from skindx.inference.tta import tta_probabilities
 
 logger = logging.getLogger("serving.engine")
 
@@ -174,10 +175,15 @@ class InferenceEngine:
                 for item in items
             ]
         )
-        out = model.analyse(pixels)
+        out = model.analyse(pixels)  # the image itself: probabilities, CAM features, OOD score
+        probabilities = out.probabilities
+        if self.settings.tta:
+            probabilities = tta_probabilities(
+                model, pixels, batch_size=len(items), first_view=probabilities
+            )
         return [
             InferenceResult(
-                out.probabilities[i],
+                probabilities[i],
                 out.features[i],
                 model,
                 None if out.ood_scores is None else float(out.ood_scores[i]),

@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # in_distribution=false (the UI shows a warning instead of the diagnosis), `reject` refuses
     # it with 422 not_dermoscopic
     ood_action: OodAction = "flag"
+    # test-time augmentation: the diagnosis averaged over the image's 8 dihedral views, run as
+    # one batch (skindx.inference.tta); off by default: +0.026 test BMA on the demo model at
+    # about 8x the inference time (docs/results.md#test-time-augmentation-on-the-seed-42-model)
+    tta: bool = Field(False, description="average the probabilities over the 8 dihedral views")
     log_level: LogLevel = "info"
     # the prediction log (serving/predlog): one row per answered image, and reviewers' feedback
     run_dir: Path = DEFAULT_RUN_DIR

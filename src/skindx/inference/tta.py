@@ -27,18 +27,28 @@ def dihedral_views(images: np.ndarray) -> np.ndarray:
 
 
 def tta_probabilities(
-    model: PackagedModel, images: np.ndarray, *, batch_size: int = 64
+    model: PackagedModel,
+    images: np.ndarray,
+    *,
+    batch_size: int = 64,
+    first_view: np.ndarray | None = None,
 ) -> np.ndarray:
     """uint8 (N, S, S, 3) at the contract's size -> (N, C) calibrated probabilities averaged
-    over the 8 views (each view's batch run as one ONNX batch of 8 x batch_size at most)."""
+    over the 8 views (one ONNX batch of up to 8 x batch_size images per chunk). `first_view`:
+    the images' own (N, C) probabilities when the caller already has them (serving does: the
+    plain pass also gives the CAM features and the OOD score), so only the 7 others run."""
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         views = dihedral_views(chunk)  # (8, n, S, S, 3)
+        known = None if first_view is None else first_view[start : start + batch_size]
+        if known is not None:
+            views = views[1:]
         flat = views.reshape(-1, *views.shape[2:])
         logits, _ = model.run(normalize(flat, model.contract))
-        probs = softmax(logits, model.temperature).reshape(DIHEDRAL_VIEWS, len(chunk), -1)
-        out.append(probs.mean(axis=0))
+        probs = softmax(logits, model.temperature).reshape(len(views), len(chunk), -1)
+        total = probs.sum(axis=0) + (0 if known is None else known)
+        out.append((total / DIHEDRAL_VIEWS).astype(np.float32))
     return np.concatenate(out) if out else np.zeros((0, len(model.classes)), np.float32)
 
 
