@@ -28,8 +28,10 @@ import httpx
 from bench_serving import (
     DEFAULT_IMAGES,
     ROOT,
+    ab_rounds,
     free_port,
     load,
+    load_average,
     report_header,
     server,
     summarize_rounds,
@@ -51,15 +53,6 @@ def untrained_package(arch: str, out: Path) -> Path:
     return build_package(
         model, PreprocessingContract(input_size=224), out, version=f"untrained-{arch}"
     )
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a and b else None
-
-
-def load_average() -> list[float]:
-    """The machine's 1, 5 and 15 minute load averages (what `uptime` shows)."""
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 def log_counters(url: str) -> dict[str, float]:
@@ -114,7 +107,6 @@ def main() -> None:
                 "--port", str(port), "--log-level", "warning"]  # fmt: skip
 
     single, many = "one_client", f"{args.concurrency}_clients"
-    rounds: list[dict] = []
     load_at_start = load_average()
     with (
         server(command(ports["log_on"]), ports["log_on"], envs["log_on"], "log on") as on_url,
@@ -125,29 +117,15 @@ def main() -> None:
         for url in urls.values():
             load(url, images, 1, args.warmup, "lean")
         sent += args.warmup
-        for number in range(1, args.rounds + 1):
-            order = ("log_on", "log_off") if number % 2 else ("log_off", "log_on")
-            measured: dict = {
-                "round": number,
-                "started": time.strftime("%H:%M:%S", time.gmtime()),
-                "load_average": load_average(),  # other jobs on the machine: state it with the result
-            }
-            for name in order:
-                print(f"round {number}/{args.rounds}: measuring {name} ...", flush=True)
-                measured[name] = {
-                    single: load(urls[name], images, 1, args.requests_single, "lean"),
-                    many: load(urls[name], images, args.concurrency, args.requests, "lean"),
-                }
-            sent += args.requests_single + args.requests
-            on, off = measured["log_on"], measured["log_off"]
-            measured["ratios"] = {
-                "p50_ratio_1_client": ratio(on[single]["p50_ms"], off[single]["p50_ms"]),
-                f"throughput_ratio_{many}": ratio(
-                    on[many]["throughput_rps"], off[many]["throughput_rps"]
-                ),
-            }
-            rounds.append(measured)
-            print(f"  {measured['ratios']}", flush=True)
+        rounds = ab_rounds(
+            urls,
+            images,
+            rounds=args.rounds,
+            requests_single=args.requests_single,
+            requests=args.requests,
+            concurrency=args.concurrency,
+        )
+        sent += args.rounds * (args.requests_single + args.requests)
         time.sleep(1.0)  # the writer flushes within 50 ms of the last record
         counters = log_counters(on_url)
     with sqlite3.connect(database) as connection:

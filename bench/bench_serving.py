@@ -200,6 +200,52 @@ def median_of(values: Iterable[float | None]) -> float | None:
     return round(float(statistics.median(known)), 2) if known else None
 
 
+def load_average() -> list[float]:
+    """The machine's 1, 5 and 15 minute load averages (what `uptime` shows)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def ab_rounds(
+    urls: dict[str, str],
+    images: list[bytes],
+    *,
+    rounds: int,
+    requests_single: int,
+    requests: int,
+    concurrency: int,
+) -> list[dict]:
+    """Two servers of the same API, `urls` {a: url, b: url}, measured in interleaved rounds
+    (a b, b a, ...): one client, then `concurrency` clients; each round's paired ratios a / b
+    of the one-client p50 and of the throughput. Used by bench_prediction_log and bench_tta."""
+    a, b = urls
+    single, many = "one_client", f"{concurrency}_clients"
+    measured_rounds = []
+    for number in range(1, rounds + 1):
+        order = (a, b) if number % 2 else (b, a)
+        measured: dict = {
+            "round": number,
+            "started": time.strftime("%H:%M:%S", time.gmtime()),
+            "load_average": load_average(),  # other jobs on the machine: state it with the result
+        }
+        for name in order:
+            print(f"round {number}/{rounds}: measuring {name} ...", flush=True)
+            measured[name] = {
+                single: load(urls[name], images, 1, requests_single, "lean"),
+                many: load(urls[name], images, concurrency, requests, "lean"),
+            }
+        measured["ratios"] = {
+            "p50_ratio_1_client": ratio(
+                measured[a][single]["p50_ms"], measured[b][single]["p50_ms"]
+            ),
+            f"throughput_ratio_{many}": ratio(
+                measured[a][many]["throughput_rps"], measured[b][many]["throughput_rps"]
+            ),
+        }
+        measured_rounds.append(measured)
+        print(f"  {measured['ratios']}", flush=True)
+    return measured_rounds
+
+
 def summarize_rounds(
     rounds: list[dict], servers: Iterable[str], phases: Iterable[str]
 ) -> tuple[dict, dict, int]:

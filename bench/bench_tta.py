@@ -1,0 +1,115 @@
+"""Test-time augmentation's serving cost: the API with SKINDX_TTA=true (each upload's 8
+dihedral views, skindx.inference.tta) against the same API with it off, on the same model and
+real full-resolution images, in interleaved rounds (bench_serving.ab_rounds).
+
+    python bench/bench_tta.py                        # serving/model, writes bench/results/tta.json
+    python bench/bench_tta.py --model-dir models/candidate --rounds 3
+
+Reports p50 at one client and throughput at 16 clients, each round's paired ratio (TTA / plain)
+and their median. Its accuracy gain is measured on the test split by
+`python -m skindx.evaluation.tta`; the two together choose the default (off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from bench_serving import (
+    DEFAULT_IMAGES,
+    ROOT,
+    ab_rounds,
+    free_port,
+    load,
+    load_average,
+    report_header,
+    server,
+    summarize_rounds,
+)
+
+NAMES = ("tta", "plain")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "serving" / "model")
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--requests", type=int, default=200, help="requests at N clients")
+    parser.add_argument("--requests-single", type=int, default=80, help="requests at 1 client")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tta.json")
+    args = parser.parse_args()
+    model_dir = args.model_dir.resolve()
+    if not (model_dir / "model.json").is_file():
+        raise SystemExit(f"no packaged model in {model_dir}: run `make repro` or pass --model-dir")
+    images = [p.read_bytes() for p in sorted(args.images.glob("*.jpg"))]
+    if not images:
+        raise SystemExit(f"no .jpg images in {args.images}")
+    card = json.loads((model_dir / "model.json").read_text())
+
+    work = Path(tempfile.mkdtemp(prefix="skindx-bench-tta-"))
+    base = dict(
+        os.environ,
+        SKINDX_MODEL_DIR=str(model_dir),
+        SKINDX_LOG_LEVEL="warning",
+        SKINDX_PREDICTION_LOG="false",
+        SKINDX_RUN_DIR=str(work),
+    )
+    envs = {"tta": dict(base, SKINDX_TTA="true"), "plain": dict(base, SKINDX_TTA="false")}
+    ports = {name: free_port() for name in NAMES}
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
+                "--port", str(port), "--log-level", "warning"]  # fmt: skip
+
+    single, many = "one_client", f"{args.concurrency}_clients"
+    load_at_start = load_average()
+    with (
+        server(command(ports["tta"]), ports["tta"], envs["tta"], "TTA on") as tta_url,
+        server(command(ports["plain"]), ports["plain"], envs["plain"], "TTA off") as plain_url,
+    ):
+        urls = {"tta": tta_url, "plain": plain_url}
+        for url in urls.values():
+            load(url, images, 1, args.warmup, "lean")
+        rounds = ab_rounds(
+            urls,
+            images,
+            rounds=args.rounds,
+            requests_single=args.requests_single,
+            requests=args.requests,
+            concurrency=args.concurrency,
+        )
+    ratios, summary, errors = summarize_rounds(rounds, NAMES, (single, many))
+    report = {
+        **report_header("tta"),
+        "model": {
+            "version": card.get("version"),
+            "arch": card.get("architecture", {}).get("arch"),
+            "input_size": card["preprocessing"]["input_size"],
+        },
+        "images": {"dir": str(args.images), "count": len(images)},
+        "summary": "medians over the rounds; ratios (TTA / plain) are the median of each "
+        "round's paired ratio",
+        "results": summary,
+        "ratios": ratios,
+        "load_average": {"start": load_at_start, "end": load_average(), "cpus": os.cpu_count()},
+        "errors": errors,
+        "rounds": rounds,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for name in NAMES:
+        one, conc = summary[name][single], summary[name][many]
+        print(f"{name:6} p50 {one['p50_ms']} ms | {args.concurrency} clients "
+              f"{conc['throughput_rps']} req/s")  # fmt: skip
+    print(f"ratios (TTA/plain): {ratios}; errors {errors}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
