@@ -29,7 +29,7 @@ import pytest
 
 from deploy.compose_wait import wait_healthy
 from deploy.image import image_values
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, project_files
 from tests.helpers.servers import free_port
 
 SERVICES = ("postgres", "mlflow", "monitor", "api", "ui", "nginx", "prometheus")
@@ -63,18 +63,10 @@ def compose_command() -> list[str] | None:
 
 
 def copy_checkout(dest: Path) -> Path:
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for rel in files:
-        source = REPO_ROOT / rel
-        if source.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / rel)
+    """A copy of what a fresh clone plus work in progress has (tests.conftest.project_files)."""
+    for rel in project_files():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / rel, dest / rel)
     return dest
 
 
