@@ -4,7 +4,7 @@ it keeps the test split's balanced accuracy within `max_bma_drop` of the fp32 gr
 The recipe: QDQ format, per-channel int8 weights, uint8 activations calibrated on training
 images (never test) at their 99.99th percentile; the stem convolution and the classifier head
 stay fp32. Min-max calibration with everything quantized lost 6 points of BMA on the demo model;
-this recipe lost 0.2 (docs/results.md#int8-serving).
+this recipe lost 0.2 (docs/results.md#int8-serving-on-the-seed-42-model).
 
     python -m skindx.export.quantize --model models/candidate --processed data/processed \\
         --out models/candidate-int8
