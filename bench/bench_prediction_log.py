@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sqlite3
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,11 +28,10 @@ from bench_serving import (
     DEFAULT_IMAGES,
     ROOT,
     ab_rounds,
-    free_port,
-    load,
+    api_pair,
     load_average,
+    read_inputs,
     report_header,
-    server,
     summarize_rounds,
 )
 
@@ -85,12 +83,7 @@ def main() -> None:
     model_dir = (
         untrained_package(args.untrained, work / "model") if args.untrained else args.model_dir
     ).resolve()
-    if not (model_dir / "model.json").is_file():
-        raise SystemExit(f"no packaged model in {model_dir}: pass --model-dir or --untrained")
-    images = [p.read_bytes() for p in sorted(args.images.glob("*.jpg"))]
-    if not images:
-        raise SystemExit(f"no .jpg images in {args.images}")
-    card = json.loads((model_dir / "model.json").read_text())
+    images, card = read_inputs(model_dir, args.images)
 
     database = work / "predictions.db"
     base_env = dict(os.environ, SKINDX_MODEL_DIR=str(model_dir), SKINDX_LOG_LEVEL="warning")
@@ -100,23 +93,11 @@ def main() -> None:
         ),
         "log_off": dict(base_env, SKINDX_PREDICTION_LOG="false", SKINDX_RUN_DIR=str(work / "off")),
     }
-    ports = {name: free_port() for name in envs}
-
-    def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
-                "--port", str(port), "--log-level", "warning"]  # fmt: skip
-
     single, many = "one_client", f"{args.concurrency}_clients"
     load_at_start = load_average()
-    with (
-        server(command(ports["log_on"]), ports["log_on"], envs["log_on"], "log on") as on_url,
-        server(command(ports["log_off"]), ports["log_off"], envs["log_off"], "log off") as off_url,
-    ):
-        urls = {"log_on": on_url, "log_off": off_url}
-        sent = 0
-        for url in urls.values():
-            load(url, images, 1, args.warmup, "lean")
-        sent += args.warmup
+    with api_pair(envs, images, args.warmup) as urls:
+        on_url = urls["log_on"]
+        sent = args.warmup
         rounds = ab_rounds(
             urls,
             images,

@@ -205,6 +205,36 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def api_command(port: int) -> list[str]:
+    """This API under uvicorn on 127.0.0.1:`port` (its settings come from the environment)."""
+    return [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "warning"]  # fmt: skip
+
+
+def read_inputs(model_dir: Path, images_dir: Path) -> tuple[list[bytes], dict]:
+    """The images' bytes and the package's card, or SystemExit saying what is missing."""
+    if not (model_dir / "model.json").is_file():
+        raise SystemExit(f"no packaged model in {model_dir}: run `make repro` or pass --model-dir")
+    images = [p.read_bytes() for p in sorted(images_dir.glob("*.jpg"))]
+    if not images:
+        raise SystemExit(f"no .jpg images in {images_dir}")
+    return images, json.loads((model_dir / "model.json").read_text())
+
+
+@contextlib.contextmanager
+def api_pair(envs: dict[str, dict[str, str]], images: list[bytes], warmup: int):
+    """Two API servers, one per environment in `envs` {name: env}, started and warmed up with
+    `warmup` one-client requests each; yields {name: url}."""
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for name, env in envs.items():
+            port = free_port()
+            urls[name] = stack.enter_context(server(api_command(port), port, env, name))
+        for url in urls.values():
+            load(url, images, 1, warmup, "lean")
+        yield urls
+
+
 def ab_rounds(
     urls: dict[str, str],
     images: list[bytes],
@@ -300,27 +330,11 @@ def main() -> None:
     args = parser.parse_args()
     model_dir = args.model_dir.resolve()
 
-    if not (model_dir / "model.json").is_file():
-        raise SystemExit(f"no packaged model in {model_dir}: run `make repro` or pass --model-dir")
-    images = [p.read_bytes() for p in sorted(args.images.glob("*.jpg"))]
-    if not images:
-        raise SystemExit(f"no .jpg images in {args.images}")
-    card = json.loads((model_dir / "model.json").read_text())
+    images, card = read_inputs(model_dir, args.images)
 
     env = dict(os.environ, SKINDX_MODEL_DIR=str(model_dir), SKINDX_LOG_LEVEL="warning")
     api_port, baseline_port = free_port(), free_port()
-    api_cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "serving.app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(api_port),
-        "--log-level",
-        "warning",
-    ]
+    api_cmd = api_command(api_port)
     baseline_cmd = [
         sys.executable,
         str(Path(__file__).with_name("reference_server.py")),

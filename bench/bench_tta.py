@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,11 +22,10 @@ from bench_serving import (
     DEFAULT_IMAGES,
     ROOT,
     ab_rounds,
-    free_port,
-    load,
+    api_pair,
     load_average,
+    read_inputs,
     report_header,
-    server,
     summarize_rounds,
 )
 
@@ -46,12 +44,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tta.json")
     args = parser.parse_args()
     model_dir = args.model_dir.resolve()
-    if not (model_dir / "model.json").is_file():
-        raise SystemExit(f"no packaged model in {model_dir}: run `make repro` or pass --model-dir")
-    images = [p.read_bytes() for p in sorted(args.images.glob("*.jpg"))]
-    if not images:
-        raise SystemExit(f"no .jpg images in {args.images}")
-    card = json.loads((model_dir / "model.json").read_text())
+    images, card = read_inputs(model_dir, args.images)
 
     work = Path(tempfile.mkdtemp(prefix="skindx-bench-tta-"))
     base = dict(
@@ -62,21 +55,9 @@ def main() -> None:
         SKINDX_RUN_DIR=str(work),
     )
     envs = {"tta": dict(base, SKINDX_TTA="true"), "plain": dict(base, SKINDX_TTA="false")}
-    ports = {name: free_port() for name in NAMES}
-
-    def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
-                "--port", str(port), "--log-level", "warning"]  # fmt: skip
-
     single, many = "one_client", f"{args.concurrency}_clients"
     load_at_start = load_average()
-    with (
-        server(command(ports["tta"]), ports["tta"], envs["tta"], "TTA on") as tta_url,
-        server(command(ports["plain"]), ports["plain"], envs["plain"], "TTA off") as plain_url,
-    ):
-        urls = {"tta": tta_url, "plain": plain_url}
-        for url in urls.values():
-            load(url, images, 1, args.warmup, "lean")
+    with api_pair(envs, images, args.warmup) as urls:
         rounds = ab_rounds(
             urls,
             images,
