@@ -4,6 +4,7 @@ model, whose layer4 is too coarse at 32 px, so the package explains on layer3 (c
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from skindx.evaluation.cam_figure import VIEW_SIZE, cam_pairs, main
@@ -36,6 +37,7 @@ def test_each_image_gets_a_layer4_and_a_finer_layer3_map(packaged_model_dir, tmp
         assert not np.allclose(cam4, cam3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_the_command_writes_one_png_with_a_row_per_image(packaged_model_dir, tmp_path, capsys):
     write_images(tmp_path / "images", 3)
     out = main(

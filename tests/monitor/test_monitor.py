@@ -16,6 +16,9 @@ from skindx.monitor.reference import REFERENCE_FILE, load_reference
 from tests.conftest import REPO_ROOT
 from tests.monitor.conftest import MonitorPackage, logging_api
 
+# Evidently reports on a packaged model's logged predictions (seconds apiece): in `make test`
+pytestmark = pytest.mark.slow
+
 # the slow ones post 40-70 images through the API and run Evidently (30-60 s here)
 
 
