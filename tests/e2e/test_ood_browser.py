@@ -7,10 +7,11 @@ The UI (`streamlit run app/streamlit_app.py`) talks to a real API (uvicorn) on 1
     SKINDX_OOD_UI_MODEL=models/candidate pytest tests/e2e/test_ood_browser.py
 
 runs it on that package as packaged, with its own threshold: that is how the demo model's
-screenshots in docs/results/demo-seeds/ood-ui/ were taken. Without the variable (CI) the model
-is the untrained test network, whose scorer cannot tell these images apart, so each case gets
-a copy of the package with the threshold moved just past that image's own score: the model's
-separation is then not under test (tests/export/test_ood_package.py and reports/ood.json hold
+scores and non-dermoscopy screenshots in docs/results/demo-seeds/ood-ui/ were taken (the
+screenshots of HAM10000 originals stay in reports/e2e/ood-ui/: the dataset is not committed).
+Without the variable (CI) the model is the untrained test network, whose scorer is not what is
+under test, so each case gets a copy of the package with the threshold moved just past that
+image's own score: the model's separation is then not under test (tests/export/test_ood_package.py and reports/ood.json hold
 it), the UI's answer to the API's flag is.
 """
 

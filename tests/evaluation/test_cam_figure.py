@@ -57,4 +57,11 @@ def test_the_command_writes_one_png_with_a_row_per_image(packaged_model_dir, tmp
     with Image.open(out) as png:
         width, height = png.size
     assert width > height > 0  # two rows of three panels
+    # the maps alone: one column fewer (no image pixels), same rows
+    maps = main(
+        ["--model", str(packaged_model_dir), "--images", str(tmp_path / "images"),
+         "--n", "2", "--maps-only", "--out", str(tmp_path / "fig" / "maps.png")]
+    )  # fmt: skip
+    with Image.open(maps) as png:
+        assert png.size[0] < width and png.size[1] == height
     assert "wrote" in capsys.readouterr().out

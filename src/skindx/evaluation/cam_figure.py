@@ -4,7 +4,7 @@ through the package's cam.onnx (4x4), both for the predicted class, on the same 
 
     python -m skindx.evaluation.cam_figure --model models/candidate \\
         --images ../shared/data/ham10000-fullres-sample/images --n 4 \\
-        --out docs/results/gradcam-layer4-vs-layer3.png
+        --out reports/gradcam-layer4-vs-layer3.png   # --maps-only: no image pixels
 
 Torch-free (the package's ONNX graphs), so it runs wherever the package is served.
 """
@@ -66,27 +66,34 @@ def cam_pairs(model: PackagedModel, images: Sequence[Path]) -> list[CamPair]:
     return pairs
 
 
-def figure(pairs: Sequence[CamPair], title: str):
-    """Rows: images; columns: the model's view, then one overlay per layer (coarsest first)."""
+def figure(pairs: Sequence[CamPair], title: str, *, maps_only: bool = False):
+    """Rows: images; columns: the model's view, then one overlay per layer (coarsest first).
+    `maps_only`: the maps alone, no image pixels (a figure that can be published without
+    redistributing the images, e.g. HAM10000's, CC BY-NC)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     layers = sorted({layer for p in pairs for layer in p.maps}, reverse=True)  # layer4, layer3
+    columns = len(layers) + (0 if maps_only else 1)
     fig, axes = plt.subplots(
-        len(pairs), 1 + len(layers), figsize=(3 * (1 + len(layers)), 3 * len(pairs)), squeeze=False
+        len(pairs), columns, figsize=(3 * columns, 3 * len(pairs)), squeeze=False
     )
     for row, pair in zip(axes, pairs, strict=True):
-        row[0].imshow(pair.view)
-        row[0].set_title(
-            f"{pair.name}\n{CLASS_INFO[pair.predicted].name} ({pair.confidence:.0%})",
-            fontsize=9,
-        )
-        for ax, layer in zip(row[1:], layers, strict=True):
+        caption = f"{pair.name}: {CLASS_INFO[pair.predicted].name} ({pair.confidence:.0%})"
+        if not maps_only:
+            row[0].imshow(pair.view)
+            row[0].set_title(caption.replace(": ", "\n"), fontsize=9)
+        for ax, layer in zip(row[columns - len(layers) :], layers, strict=True):
             cam, grid = pair.maps[layer]
-            ax.imshow(overlay(pair.view, cam))
+            if maps_only:
+                ax.imshow(cam, cmap="jet", vmin=0.0, vmax=1.0)
+            else:
+                ax.imshow(overlay(pair.view, cam))
             ax.set_title(f"Grad-CAM on {layer} ({grid[0]}x{grid[1]})", fontsize=9)
+        if maps_only:
+            row[0].set_title(f"{caption}\n{row[0].get_title()}", fontsize=8)
         for ax in row:
             ax.axis("off")
     fig.suptitle(title, fontsize=10)
@@ -105,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         default=Path("reports/gradcam-layer4-vs-layer3.png"),
         help="the figure (.png, or .jpg for a smaller file)",
     )
+    parser.add_argument(
+        "--maps-only",
+        action="store_true",
+        help="the maps without the images under them (publishable without the images)",
+    )
     args = parser.parse_args(argv)
     images = sorted(
         p for p in args.images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}
@@ -118,10 +130,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
             "the figure shows layer4 only"
         )
     title = (
-        f"{model.name} v{model.version}, {model.contract.input_size} px input: "
+        f"{model.name} v{model.version}, {model.contract.input_size} px input:\n"
         "layer4 before, layer3 (what /explain serves) after"
     )
-    fig = figure(cam_pairs(model, images), title)
+    fig = figure(cam_pairs(model, images), title, maps_only=args.maps_only)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(f".{args.out.stem}.partial{args.out.suffix}")  # same format
     fig.savefig(partial, dpi=110)
