@@ -27,12 +27,11 @@ import httpx
 from bench_serving import (
     DEFAULT_IMAGES,
     ROOT,
+    ab_report,
     ab_rounds,
     api_pair,
     load_average,
     read_inputs,
-    report_header,
-    summarize_rounds,
 )
 
 TARGETS = {"p50_ratio_1_client_max": 1.10, "throughput_ratio_16_clients_min": 0.90}
@@ -93,7 +92,7 @@ def main() -> None:
         ),
         "log_off": dict(base_env, SKINDX_PREDICTION_LOG="false", SKINDX_RUN_DIR=str(work / "off")),
     }
-    single, many = "one_client", f"{args.concurrency}_clients"
+    many = f"{args.concurrency}_clients"
     load_at_start = load_average()
     with api_pair(envs, images, args.warmup) as urls:
         on_url = urls["log_on"]
@@ -112,7 +111,12 @@ def main() -> None:
     with sqlite3.connect(database) as connection:
         rows = connection.execute("SELECT count(*) FROM predictions").fetchone()[0]
 
-    ratios, summary, errors = summarize_rounds(rounds, ("log_on", "log_off"), (single, many))
+    report, _, ratios, errors = ab_report(
+        "prediction_log", card, args.images, len(images), ("log_on", "log_off"), rounds,
+        args.concurrency, load_at_start,
+    )  # fmt: skip
+    if args.untrained:
+        report["model"]["arch"] = report["model"]["arch"] or args.untrained
     met = {
         "p50_ratio_1_client": ratios["p50_ratio_1_client"] is not None
         and ratios["p50_ratio_1_client"] <= TARGETS["p50_ratio_1_client_max"],
@@ -121,34 +125,16 @@ def main() -> None:
         "every_request_logged": rows == sent,
         "errors": errors == 0,
     }
-    report = {
-        **report_header("prediction_log"),
-        "store": "SQLite (WAL), uploads not stored",
-        "model": {
-            "version": card.get("version"),
-            "arch": card.get("architecture", {}).get("arch", args.untrained),
-            "input_size": card["preprocessing"]["input_size"],
-        },
-        "images": {"dir": str(args.images), "count": len(images)},
-        "summary": "medians over the rounds; ratios (log on / log off) are the median of each "
-        "round's paired ratio",
-        "results": summary,
-        "ratios": ratios,
-        "load_average": {"start": load_at_start, "end": load_average(), "cpus": os.cpu_count()},
-        "requests_to_logged_server": sent,
-        "rows_in_log": rows,
-        "log_counters": counters,
-        "errors": errors,
-        "rounds": rounds,
-        "targets": TARGETS,
-        "targets_met": met,
-    }
+    report.update(
+        store="SQLite (WAL), uploads not stored",
+        requests_to_logged_server=sent,
+        rows_in_log=rows,
+        log_counters=counters,
+        targets=TARGETS,
+        targets_met=met,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    for name in ("log_on", "log_off"):
-        one, conc = summary[name][single], summary[name][many]
-        print(f"{name:8} p50 {one['p50_ms']} ms | {args.concurrency} clients "
-              f"{conc['throughput_rps']} req/s")  # fmt: skip
     print(f"ratios (on/off): {ratios}; rows {rows} of {sent} requests; met: {met}")
 
 

@@ -235,6 +235,43 @@ def api_pair(envs: dict[str, dict[str, str]], images: list[bytes], warmup: int):
         yield urls
 
 
+def ab_report(
+    benchmark: str,
+    card: dict,
+    images_dir: Path,
+    n_images: int,
+    names: tuple[str, str],
+    rounds: list[dict],
+    concurrency: int,
+    load_at_start: list[float],
+) -> tuple[dict, dict, dict, int]:
+    """The JSON body shared by the A/B benchmarks, and (summary, ratios, errors) for their own
+    fields and their one-line printout."""
+    single, many = "one_client", f"{concurrency}_clients"
+    ratios, summary, errors = summarize_rounds(rounds, names, (single, many))
+    report = {
+        **report_header(benchmark),
+        "model": {
+            "version": card.get("version"),
+            "arch": card.get("architecture", {}).get("arch"),
+            "input_size": card["preprocessing"]["input_size"],
+        },
+        "images": {"dir": str(images_dir), "count": n_images},
+        "summary": f"medians over the rounds; ratios ({names[0]} / {names[1]}) are the median "
+        "of each round's paired ratio",
+        "results": summary,
+        "ratios": ratios,
+        "load_average": {"start": load_at_start, "end": load_average(), "cpus": os.cpu_count()},
+        "errors": errors,
+        "rounds": rounds,
+    }
+    for name in names:
+        one, conc = summary[name][single], summary[name][many]
+        print(f"{name:8} p50 {one['p50_ms']} ms | {concurrency} clients "
+              f"{conc['throughput_rps']} req/s")  # fmt: skip
+    return report, summary, ratios, errors
+
+
 def ab_rounds(
     urls: dict[str, str],
     images: list[bytes],

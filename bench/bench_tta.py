@@ -21,12 +21,11 @@ from pathlib import Path
 from bench_serving import (
     DEFAULT_IMAGES,
     ROOT,
+    ab_report,
     ab_rounds,
     api_pair,
     load_average,
     read_inputs,
-    report_header,
-    summarize_rounds,
 )
 
 NAMES = ("tta", "plain")
@@ -55,7 +54,6 @@ def main() -> None:
         SKINDX_RUN_DIR=str(work),
     )
     envs = {"tta": dict(base, SKINDX_TTA="true"), "plain": dict(base, SKINDX_TTA="false")}
-    single, many = "one_client", f"{args.concurrency}_clients"
     load_at_start = load_average()
     with api_pair(envs, images, args.warmup) as urls:
         rounds = ab_rounds(
@@ -66,29 +64,11 @@ def main() -> None:
             requests=args.requests,
             concurrency=args.concurrency,
         )
-    ratios, summary, errors = summarize_rounds(rounds, NAMES, (single, many))
-    report = {
-        **report_header("tta"),
-        "model": {
-            "version": card.get("version"),
-            "arch": card.get("architecture", {}).get("arch"),
-            "input_size": card["preprocessing"]["input_size"],
-        },
-        "images": {"dir": str(args.images), "count": len(images)},
-        "summary": "medians over the rounds; ratios (TTA / plain) are the median of each "
-        "round's paired ratio",
-        "results": summary,
-        "ratios": ratios,
-        "load_average": {"start": load_at_start, "end": load_average(), "cpus": os.cpu_count()},
-        "errors": errors,
-        "rounds": rounds,
-    }
+    report, _, ratios, errors = ab_report(
+        "tta", card, args.images, len(images), NAMES, rounds, args.concurrency, load_at_start
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    for name in NAMES:
-        one, conc = summary[name][single], summary[name][many]
-        print(f"{name:6} p50 {one['p50_ms']} ms | {args.concurrency} clients "
-              f"{conc['throughput_rps']} req/s")  # fmt: skip
     print(f"ratios (TTA/plain): {ratios}; errors {errors}; wrote {args.out}")
 
 

@@ -41,6 +41,7 @@ def test_an_accepted_int8_package_is_sealed_servable_and_says_how_it_was_made(
     # the scorer was fitted again on the int8 graph, and its files replaced the fp32 ones
     assert card["ood"]["threshold"] != load_packaged_model(ood_package_dir).card["ood"]["threshold"]
     assert quant["ood_refit"]["test_rejection_rate"] == quant["ood_test_rejection_int8"]
+    assert 0.0 <= quant["ood_test_rejection_int8_with_fp32_scorer"] <= 1.0  # why it was refit
     assert (out / "model.onnx").read_bytes() != (ood_package_dir / "model.onnx").read_bytes()
     predictions = read_predictions(out / PREDICTIONS_FILE)
     assert len(predictions) == quant["test_images"] == 21

@@ -141,8 +141,8 @@ def create_session(onnx_path: str | Path, threads: int | None = None, providers=
     options.intra_op_num_threads = threads or cpu_threads()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # no busy-wait after a run: its spinning threads took the cores from the numpy work that
-    # follows each batch (softmax, the OOD scorer's matmuls); measured on the demo model,
-    # 2 cores: one image 38 -> 23 ms, 16 images 238 -> 176 ms
+    # follows each batch (softmax, the OOD scorer's matmuls); bench/bench_serving.py on the
+    # demo model before and after: README "Benchmarks"
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(
         str(onnx_path), sess_options=options, providers=providers or ["CPUExecutionProvider"]

@@ -113,8 +113,8 @@ class Stage:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        # float64 once, here: converting layer4's 2048 x 2048 whitening on every call cost
-        # 40 ms of a 90 ms request at one client (bench/bench_serving.py, demo model)
+        # float64 once, here: converting layer4's 2048 x 2048 whitening on every call was most
+        # of a one-client request's time (bench/bench_serving.py, demo model: README)
         self.whitening = np.ascontiguousarray(self.whitening, np.float64)
         self.means = np.ascontiguousarray(self.means, np.float64)
         self._means_sq = (self.means**2).sum(1)[None, :]
