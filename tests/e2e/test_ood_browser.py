@@ -65,6 +65,12 @@ def cases(fullres_images, tmp_path_factory) -> dict[str, tuple[Path, bool]]:
         found[name] = (path, False)
     for sample in fullres_images[:FULLRES_SAMPLES]:
         found[f"fullres-{sample.stem}"] = (sample, True)
+    # a drawn lesion (no dataset pixels): its screenshot is the README's picture of the UI
+    from tests.serving.hostile_corpus import synthetic_jpeg
+
+    drawn = folder / "synthetic-lesion.jpg"
+    drawn.write_bytes(synthetic_jpeg(3))
+    found["synthetic-lesion"] = (drawn, True)
     return found
 
 
