@@ -19,7 +19,7 @@ from skindx.inference.cam import overlay
 from skindx.inference.classes import CLASS_INFO
 from skindx.inference.metrics import HEADLINE_METRICS, METRIC_LABELS
 from skindx.inference.model import PackagedModel
-from skindx.inference.preprocessing import resize_to_contract
+from skindx.inference.preprocessing import crop_and_resize, resize_to_contract
 
 
 def build_prediction(
@@ -78,7 +78,7 @@ def explanation_png(
         pixels = resize_to_contract(image, model.contract)
         cam, layer, grid = model.explain(pixels, index, size=(size, size))
     view_contract = dataclasses.replace(model.contract, input_size=size)
-    view = resize_to_contract(image, view_contract)  # same crop as the model's input, larger
+    view = crop_and_resize(image, view_contract)  # the model's crop, larger, own colours
     buffer = io.BytesIO()
     Image.fromarray(overlay(view, cam)).save(buffer, format="PNG", optimize=False)
     return ExplanationImage(base64.b64encode(buffer.getvalue()).decode("ascii"), layer, grid)

@@ -22,7 +22,7 @@ from PIL import Image
 from skindx.inference.cam import overlay
 from skindx.inference.classes import CLASS_INFO
 from skindx.inference.model import PackagedModel, load_packaged_model, softmax
-from skindx.inference.preprocessing import normalize, resize_to_contract
+from skindx.inference.preprocessing import crop_and_resize, normalize, resize_to_contract
 
 VIEW_SIZE = 224  # the overlays' side: the model's crop, enlarged
 
@@ -59,7 +59,7 @@ def cam_pairs(model: PackagedModel, images: Sequence[Path]) -> list[CamPair]:
                 path.name,
                 model.classes[index],
                 float(probs[index]),
-                resize_to_contract(image, view_contract),
+                crop_and_resize(image, view_contract),
                 maps,
             )
         )

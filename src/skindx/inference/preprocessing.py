@@ -2,7 +2,8 @@
 evaluation, ONNX export parity and the serving API. numpy + PIL only (never torch).
 
 An image becomes a model input in two steps:
-  1. `resize_to_contract`: PIL RGB image -> uint8 array (size, size, 3). This is what the
+  1. `resize_to_contract`: PIL RGB image -> uint8 array (size, size, 3): the crop and resize
+     (`crop_and_resize`), then the contract's colour constancy, if any. This is what the
      preprocess stage stores, and what serving computes from an upload.
   2. `normalize`: uint8 (N, H, W, 3) -> float32 (N, 3, H, W), scaled to [0, 1], then
      (x - mean) / std per channel, RGB order.
@@ -19,6 +20,10 @@ from PIL import Image
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_POLICIES = ("shorter_side_center_crop", "stretch")
+# Colour constancy: "none", or "shades_of_gray" (Finlayson & Trezzi 2004, the ISIC 2018/2019
+# winners' normalisation): each channel scaled so that its Minkowski p-norm mean is the same,
+# which removes a global colour cast of the dermatoscope's light and camera.
+COLOR_CONSTANCY = ("none", "shades_of_gray")
 
 
 @dataclass(frozen=True)
@@ -31,10 +36,15 @@ class PreprocessingContract:
     channel_order: str = "RGB"
     layout: str = "NCHW"
     dtype: str = "float32"
+    color_constancy: str = "none"
+    color_constancy_power: float = 6.0
     notes: str = field(
         default="shorter_side_center_crop: the largest centred square is cut out and resized "
         "to input_size x input_size (PIL bilinear, antialiased). stretch: the whole image is "
-        "resized to a square, ignoring its aspect ratio. Then x/255, (x - mean) / std.",
+        "resized to a square, ignoring its aspect ratio. color_constancy shades_of_gray: "
+        "then each channel of the uint8 result times mean(e)/e_c, e_c its "
+        "color_constancy_power-norm mean, rounded and clipped to uint8. Then x/255, "
+        "(x - mean) / std.",
         compare=False,
     )
 
@@ -45,6 +55,16 @@ class PreprocessingContract:
             )
         if self.input_size < 8:
             raise ValueError(f"input_size must be at least 8, got {self.input_size}")
+        if self.color_constancy not in COLOR_CONSTANCY:
+            raise ValueError(
+                f"unknown color_constancy {self.color_constancy!r}; expected one of "
+                f"{COLOR_CONSTANCY}"
+            )
+        if not self.color_constancy_power >= 1:
+            raise ValueError(
+                f"color_constancy_power must be at least 1 (1: gray world, large: max-RGB), "
+                f"got {self.color_constancy_power}"
+            )
 
     @classmethod
     def from_data_params(cls, data: dict[str, Any]) -> PreprocessingContract:
@@ -54,6 +74,8 @@ class PreprocessingContract:
             resize_policy=data.get("resize_policy", "shorter_side_center_crop"),
             mean=tuple(float(m) for m in data.get("mean", IMAGENET_MEAN)),
             std=tuple(float(s) for s in data.get("std", IMAGENET_STD)),
+            color_constancy=str(data.get("color_constancy") or "none"),
+            color_constancy_power=float(data.get("color_constancy_power", 6.0)),
         )
 
     @classmethod
@@ -71,7 +93,31 @@ class PreprocessingContract:
 
 
 def resize_to_contract(image: Image.Image, contract: PreprocessingContract) -> np.ndarray:
-    """PIL image (any mode already converted to RGB) -> uint8 (S, S, 3)."""
+    """PIL image (any mode already converted to RGB) -> uint8 (S, S, 3): the model's pixels."""
+    pixels = crop_and_resize(image, contract)
+    if contract.color_constancy == "shades_of_gray":
+        pixels = shades_of_gray(pixels, contract.color_constancy_power)
+    return pixels
+
+
+def shades_of_gray(pixels: np.ndarray, power: float = 6.0) -> np.ndarray:
+    """uint8 (..., H, W, 3) -> uint8, each image's channels scaled so that their `power`-norm
+    means are equal (their mean kept): a grey world for power 1, max-RGB as power grows. An
+    all-black image is returned as it is."""
+    x = pixels.astype(np.float64)
+    estimate = np.power(np.mean(np.power(x, power), axis=(-3, -2), keepdims=True), 1.0 / power)
+    gains = np.divide(
+        estimate.mean(axis=-1, keepdims=True),
+        estimate,
+        out=np.ones_like(estimate),
+        where=estimate > 0,
+    )
+    return np.clip(np.rint(x * gains), 0, 255).astype(np.uint8)
+
+
+def crop_and_resize(image: Image.Image, contract: PreprocessingContract) -> np.ndarray:
+    """The geometric part of the contract alone, uint8 (S, S, 3) in the image's own colours:
+    for views shown to people (the Grad-CAM overlay's background), never for the model."""
     if image.mode != "RGB":
         image = image.convert("RGB")
     size = contract.input_size

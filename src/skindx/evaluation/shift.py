@@ -1,0 +1,176 @@
+"""Robustness to an acquisition colour shift, measured on the test split: every test image
+decoded from data/raw, its channels multiplied by a colour cast (another dermatoscope's light
+and camera), then put through the package's own preprocessing contract and model, as serving
+would see it. Reports the balanced accuracy without and with each cast, with the lesion-grouped
+bootstrap interval of each and the paired bootstrap of the difference.
+
+    python -m skindx.evaluation.shift --model models/candidate --out reports/shift.json
+
+The default cast is the ratio of mean RGB of 767 ISIC-archive images to HAM10000's (183/151/140
+against 199/138/144, measured for issue 13): external images are greener and less red. It is
+a proxy for external data, which a user with such a folder measures directly with
+`python -m skindx.evaluation.external`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from skindx.data.ingest import read_metadata
+from skindx.evaluation.bootstrap import (
+    BOOTSTRAP_DEFAULTS,
+    intervals_from_settings,
+    paired_difference,
+)
+from skindx.evaluation.metrics import balanced_accuracy
+from skindx.evaluation.predictions import read_split_table
+from skindx.inference.images import apply_exif_orientation
+from skindx.inference.metrics import PRIMARY_METRIC
+from skindx.inference.model import PackagedModel, load_packaged_model
+from skindx.inference.preprocessing import resize_to_contract
+
+# mean RGB of the external ISIC-archive images over HAM10000's (issue 13)
+ISIC_ARCHIVE_CAST = (183 / 199, 151 / 138, 140 / 144)
+
+
+def cast_image(image: Image.Image, gains: Sequence[float]) -> Image.Image:
+    """RGB `image` with each channel multiplied by its gain (clipped to 0-255)."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) * np.asarray(gains, np.float32)
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+
+def model_pixels(
+    model: PackagedModel, paths: Sequence[Path], gains: Sequence[float] | None
+) -> np.ndarray:
+    """uint8 (N, S, S, 3): each image as the package's contract turns it into model input,
+    after the cast when `gains` is given."""
+    out = np.empty((len(paths), model.contract.input_size, model.contract.input_size, 3), np.uint8)
+    label = "no cast" if gains is None else "cast " + "/".join(f"{g:.3f}" for g in gains)
+    for i, path in enumerate(tqdm(paths, desc=label, unit="img", mininterval=1.0)):
+        with Image.open(path) as image:
+            image = apply_exif_orientation(image).convert("RGB")
+            out[i] = resize_to_contract(
+                image if gains is None else cast_image(image, gains), model.contract
+            )
+    return out
+
+
+def predict_all(model: PackagedModel, pixels: np.ndarray, batch: int = 128) -> np.ndarray:
+    return np.concatenate(
+        [model.predict(pixels[i : i + batch])[0] for i in range(0, len(pixels), batch)]
+    ).argmax(axis=1)
+
+
+def shift_report(
+    model_dir: str | Path,
+    raw_dir: str | Path,
+    processed_dir: str | Path,
+    casts: dict[str, Sequence[float]],
+    *,
+    split: str = "test",
+    bootstrap: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    model = load_packaged_model(model_dir)
+    classes = list(model.classes)
+    rows = read_split_table(processed_dir, split)
+    metadata = read_metadata(Path(raw_dir)).to_dict("records")
+    files = {r["image_id"]: Path(raw_dir) / r["path"] for r in metadata}
+    paths = [files[r["image_id"]] for r in rows]
+    labels = np.array([int(r["label"]) for r in rows])
+    lesions = [r["lesion_id"] for r in rows]
+    settings = {**BOOTSTRAP_DEFAULTS, **(bootstrap or {})}
+
+    def scored(predicted: np.ndarray) -> dict[str, Any]:
+        interval = intervals_from_settings(
+            labels, predicted, classes, groups=lesions, settings=settings
+        )[PRIMARY_METRIC]
+        return {
+            PRIMARY_METRIC: round(float(balanced_accuracy(labels, predicted, len(classes))), 4),
+            "ci_low": interval.low,
+            "ci_high": interval.high,
+        }
+
+    plain = predict_all(model, model_pixels(model, paths, None))
+    report: dict[str, Any] = {
+        "model": {
+            "version": model.version,
+            "color_constancy": model.contract.color_constancy,
+        },
+        "split": split,
+        "n_images": len(paths),
+        "no_cast": scored(plain),
+        "casts": {},
+    }
+    for name, gains in casts.items():
+        shifted = predict_all(model, model_pixels(model, paths, gains))
+        diff = paired_difference(
+            labels,
+            shifted,
+            plain,
+            classes,
+            groups=lesions,
+            metric=PRIMARY_METRIC,
+            n_resamples=int(settings["n_resamples"]),
+            confidence=float(settings["confidence"]),
+            seed=int(settings["seed"]),
+        )
+        report["casts"][name] = {
+            "gains": [round(float(g), 4) for g in gains],
+            **scored(shifted),
+            "difference": diff.to_dict(),
+            "agreement_with_no_cast": round(float(np.mean(shifted == plain)), 4),
+        }
+    return report
+
+
+def _cast(text: str) -> tuple[str, tuple[float, float, float]]:
+    name, _, gains = text.partition("=")
+    values = tuple(float(v) for v in gains.split(","))
+    if not name or len(values) != 3 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"--cast NAME=R,G,B with three positive gains, got {text!r}"
+        )
+    return name, values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=Path("models/candidate"))
+    parser.add_argument("--raw", type=Path, default=Path("data/raw"))
+    parser.add_argument("--processed", type=Path, default=Path("data/processed"))
+    parser.add_argument(
+        "--cast",
+        type=_cast,
+        action="append",
+        help="NAME=R,G,B channel gains (repeatable); default: isic_archive="
+        + ",".join(f"{g:.4f}" for g in ISIC_ARCHIVE_CAST),
+    )
+    parser.add_argument("--out", type=Path, default=Path("reports/shift.json"))
+    args = parser.parse_args(argv)
+    casts = dict(args.cast or [("isic_archive", ISIC_ARCHIVE_CAST)])
+    report = shift_report(args.model, args.raw, args.processed, casts)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_name(f".{args.out.name}.partial")
+    partial.write_text(json.dumps(report, indent=2) + "\n")
+    partial.replace(args.out)
+    print(f"no cast: BMA {report['no_cast'][PRIMARY_METRIC]:.3f}")
+    for name, row in report["casts"].items():
+        d = row["difference"]
+        print(
+            f"{name}: BMA {row[PRIMARY_METRIC]:.3f} (difference {d['delta']:+.3f}, "
+            f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]), agreement {row['agreement_with_no_cast']:.3f}"
+        )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
