@@ -20,6 +20,13 @@ def main() -> None:
         f"{card['export']['opset']}); parity max |dp| = {parity['max_abs_diff']:.2e} on "
         f"{parity['n_images']} test images (tolerance {parity['tolerance']:g})"
     )
+    q = result.quantization
+    if q["enabled"]:
+        print(
+            f"package: int8 {'accepted' if q['served'] == 'int8' else 'refused'}: test BMA "
+            f"{q['balanced_accuracy_fp32']:.4f} (fp32) -> {q['balanced_accuracy_int8']:.4f} "
+            f"(int8, allowed drop {q['max_balanced_accuracy_drop']:g}); serving {q['served']}"
+        )
     reg = register_package(
         out_dir,
         params["package"]["registered_model"],

@@ -48,3 +48,57 @@ def test_metrics_and_temperature_match_an_independent_computation(processed_dir,
     test_temperature = fit_temperature(test_logits, test.labels)
     assert metrics["temperature"] == pytest.approx(val_temperature, rel=1e-4)
     assert test_temperature != pytest.approx(val_temperature, rel=1e-2)  # fitted on val, not test
+
+
+@pytest.mark.slow
+def test_tta_section_is_the_mean_of_the_eight_calibrated_views(processed_dir, tmp_path):
+    """evaluate.tta: metrics["tta"] against the views built here with torch (not with
+    skindx.inference.tta), and its paired difference against the plain pass's metric."""
+    import torch
+
+    trainer = make_trainer(processed_dir, tmp_path / "train", epochs=2, max_steps_per_epoch=3)
+    trainer.fit()
+    model = trainer.model.eval()
+    contract = read_contract(processed_dir)
+    classes, _ = load_class_weights(processed_dir)
+    path = save_checkpoint(
+        tmp_path / "best.pt",
+        {
+            "model_state": cpu_state_copy(model),
+            "epoch": 1,
+            "best_epoch": 1,
+            "config": {"model": MODEL, "classes": classes, "contract": contract.to_dict()},
+        },
+    )
+    plain = evaluate_checkpoint(path, processed_dir)
+    assert "tta" not in plain["metrics"]  # off by default: 8x the test inference
+
+    result = evaluate_checkpoint(path, processed_dir, tta=True)
+
+    test = load_split(processed_dir, "test")
+    images = torch.from_numpy(np.array(test.images))  # N, H, W, C (a writable copy)
+    views = [
+        torch.rot90(base, k, dims=(1, 2))
+        for base in (images, torch.flip(images, dims=(2,)))
+        for k in range(4)
+    ]
+    temperature = result["metrics"]["temperature"]
+    expected = np.mean(
+        [
+            softmax(predict_logits(model, np.ascontiguousarray(v.numpy()), contract), temperature)
+            for v in views
+        ],
+        axis=0,
+    )
+    tta = result["metrics"]["tta"]
+    report = classification_report(test.labels, expected, classes)
+    assert tta["views"] == 8
+    for key in ("balanced_accuracy", "macro_f1", "accuracy", "melanoma_sensitivity"):
+        assert tta[key] == pytest.approx(report[key], abs=1e-9), key
+    assert tta["difference"]["delta"] == pytest.approx(
+        tta["balanced_accuracy"] - result["metrics"]["balanced_accuracy"], abs=1e-9
+    )
+    assert tta["difference"]["n_images"] == len(test.labels)
+    assert tta["difference"]["metric"] == "balanced_accuracy"
+    # the headline numbers are the plain pass's, with or without TTA
+    assert result["metrics"]["balanced_accuracy"] == plain["metrics"]["balanced_accuracy"]

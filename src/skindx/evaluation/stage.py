@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from skindx import tracking
 from skindx.config import ProjectPaths
 from skindx.data.processed import load_split
@@ -20,14 +22,21 @@ from skindx.evaluation.bootstrap import (
     CI_LOW,
     INTERVAL_METRICS,
     intervals_from_settings,
+    paired_difference,
 )
 from skindx.evaluation.calibration import calibrate
 from skindx.evaluation.metrics import classification_report, softmax
 from skindx.evaluation.plots import save_figures, write_plot_data
 from skindx.evaluation.predictions import PREDICTIONS_FILE, read_split_table, write_predictions
 from skindx.evaluation.selective import uncertainty_report
-from skindx.inference.metrics import HEADLINE_METRICS, PER_CLASS_SCORES, QUALITY_METRICS
+from skindx.inference.metrics import (
+    HEADLINE_METRICS,
+    PER_CLASS_SCORES,
+    PRIMARY_METRIC,
+    QUALITY_METRICS,
+)
 from skindx.inference.preprocessing import PreprocessingContract
+from skindx.inference.tta import DIHEDRAL_VIEWS, dihedral_view
 from skindx.models.checkpoint import BEST, load_model_from_checkpoint
 from skindx.models.predict import predict_logits
 from skindx.runtime import select_device
@@ -85,6 +94,41 @@ def add_intervals(
     return out
 
 
+def tta_section(
+    view_logits,
+    temperature: float,
+    plain_calibrated,
+    labels,
+    classes: list[str],
+    lesion_ids: list[str],
+    bootstrap: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """metrics.json's `tta`: the test split scored as serving scores it with SKINDX_TTA=true
+    (calibrated probabilities averaged over the 8 dihedral views, skindx.inference.tta), its
+    quality metrics, and the lesion-grouped paired bootstrap of its balanced accuracy against
+    the plain pass (the same test promote uses). `view_logits`: one (N, C) array per view."""
+    probs = sum(softmax(logits, temperature) for logits in view_logits) / len(view_logits)
+    report = classification_report(labels, probs, classes)
+    settings = {**BOOTSTRAP_DEFAULTS, **(bootstrap or {})}
+    diff = paired_difference(
+        labels,
+        probs.argmax(axis=1),
+        plain_calibrated.argmax(axis=1),
+        classes,
+        groups=lesion_ids,
+        metric=PRIMARY_METRIC,
+        n_resamples=int(settings["n_resamples"]),
+        confidence=float(settings["confidence"]),
+        seed=int(settings["seed"]),
+    )
+    return {
+        "views": len(view_logits),
+        **{k: report[k] for k in QUALITY_METRICS},
+        "difference": diff.to_dict(),
+        "per_class_recall": {code: report["per_class"][code]["recall"] for code in classes},
+    }
+
+
 def evaluate_checkpoint(
     checkpoint_path: Path,
     processed_dir: Path,
@@ -93,10 +137,14 @@ def evaluate_checkpoint(
     ece_bins: int = 15,
     bootstrap: dict[str, Any] | None = None,
     uncertain: dict[str, Any] | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Everything evaluate computes, as arrays and dicts (no files written). `bootstrap`:
     evaluate.bootstrap (n_resamples, confidence, seed); `uncertain`: evaluate.uncertain
-    (target_accuracy, min_coverage) for the confidence threshold chosen on validation."""
+    (target_accuracy, min_coverage) for the confidence threshold chosen on validation; `tta`:
+    also score the 8 dihedral views of every test image (8x the test inference) and report
+    the gain in metrics["tta"]. The headline metrics stay those of the plain pass, which is
+    what serving answers by default."""
     model, checkpoint = load_model_from_checkpoint(checkpoint_path)
     config = checkpoint["config"]
     contract = PreprocessingContract.from_dict(config["contract"])
@@ -138,6 +186,27 @@ def evaluate_checkpoint(
     metrics = add_intervals(
         metrics, test.labels, probs.argmax(axis=1), classes, lesion_ids, bootstrap or {}
     )
+    if tta:
+        test_images = np.asarray(test.images)
+        view_logits = [test_logits] + [
+            predict_logits(
+                model,
+                np.ascontiguousarray(dihedral_view(test_images, index)),
+                contract,
+                batch_size,
+                device=device,
+            )
+            for index in range(1, DIHEDRAL_VIEWS)
+        ]
+        metrics["tta"] = tta_section(
+            view_logits,
+            calibration.temperature,
+            calibrated,
+            test.labels,
+            classes,
+            lesion_ids,
+            bootstrap,
+        )
     return {
         "metrics": metrics,
         "calibration": calibration,
@@ -163,6 +232,7 @@ def run_evaluate(params: dict[str, Any], *, paths: ProjectPaths | None = None) -
         ece_bins=bins,
         bootstrap=cfg.get("bootstrap"),
         uncertain=cfg.get("uncertain"),
+        tta=bool(cfg.get("tta", False)),
     )
     metrics, cal = _clean(result["metrics"]), result["calibration"]
 
@@ -235,6 +305,12 @@ def _log_to_mlflow(params, metrics, files, figures, run_file: Path) -> None:
         for name in (*PER_CLASS_SCORES, f"recall{CI_LOW}", f"recall{CI_HIGH}"):
             if scores.get(name) is not None:
                 flat[f"test_{name}_{code}"] = float(scores[name])
+    tta = metrics.get("tta") or {}
+    for key in QUALITY_METRICS:  # test_tta_<metric>, and the paired gain in balanced accuracy
+        if tta.get(key) is not None:
+            flat[f"test_tta_{key}"] = float(tta[key])
+    if (tta.get("difference") or {}).get("delta") is not None:
+        flat["test_tta_balanced_accuracy_delta"] = float(tta["difference"]["delta"])
     start: dict[str, Any] = {"run_id": run_id} if run_id else {"run_name": "evaluate"}
     if not run_id:
         log.warning("no MLflow run id in %s: logging evaluate to a new run", run_file)

@@ -32,6 +32,8 @@ from skindx.data.processed import load_split
 from skindx.evaluation.metrics import balanced_accuracy
 from skindx.evaluation.predictions import PREDICTIONS_FILE, read_split_table, write_predictions
 from skindx.export.card import file_hashes, write_card
+from skindx.export.ood import summary
+from skindx.export.package import write_report
 from skindx.inference.model import (
     CARD_FILE,
     INPUT_NAME,
@@ -45,10 +47,16 @@ from skindx.inference.preprocessing import normalize
 DEFAULT_MAX_BMA_DROP = 0.005  # half a point of test balanced accuracy
 DEFAULT_CALIBRATION_IMAGES = 256
 CALIBRATION_PERCENTILE = 99.99
+CALIBRATION_BATCH = 32
 
 
 class QuantizationRefused(RuntimeError):
-    """INT8 loses more test balanced accuracy than allowed: keep the fp32 package."""
+    """INT8 loses more test balanced accuracy than allowed: keep the fp32 package. `report`:
+    the measurements that refused it (the package stage writes them into its report)."""
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report or {}
 
 
 def _calibration_reader(batches: list[np.ndarray]):
@@ -80,7 +88,13 @@ def quantize_graph(
         convs = [n.name for n in nodes if n.op_type == "Conv"]
         heads = [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")]
         x = normalize(calibration, model.contract)
-        batches = [x[i : i + 32] for i in range(0, len(x), 32)]
+        size = CALIBRATION_BATCH if len(x) >= CALIBRATION_BATCH else len(x)
+        if len(x) % size:
+            raise ValueError(
+                f"{len(x)} calibration images: use a multiple of {size} (the calibrator "
+                "stacks the batches' activations, so every batch must have the same size)"
+            )
+        batches = [x[i : i + size] for i in range(0, len(x), size)]
         quantize_static(
             str(prepared),
             str(out_path),
@@ -100,7 +114,7 @@ def _refit_ood(int8: PackagedModel, onnx_path: Path, train, processed_dir: Path)
     """The out-of-distribution scorer fitted again, as the package stage fits it, on the int8
     graph's pooled features: quantization moves them enough that the fp32 scorer's whitened
     distances call every test image out of distribution (seen on the demo model)."""
-    from skindx.export.ood import OodFitData, fit_and_report, summary
+    from skindx.export.ood import OodFitData, fit_and_report
     from skindx.inference.ood import DEFAULT_PASS_RATE
 
     data = OodFitData(
@@ -117,7 +131,7 @@ def _refit_ood(int8: PackagedModel, onnx_path: Path, train, processed_dir: Path)
         onnx_path, int8.contract, data, stages=stages, n_classes=len(int8.classes)
     )
     scorer.info["evaluation"] = summary(report)
-    return dataclasses.replace(int8, ood=scorer), summary(report)
+    return dataclasses.replace(int8, ood=scorer), report
 
 
 def _scored(
@@ -144,9 +158,12 @@ def quantize_package(
     max_bma_drop: float = DEFAULT_MAX_BMA_DROP,
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     seed: int = 0,
+    ood_report: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write the int8 package into `out_dir` and return its report; QuantizationRefused (and
-    nothing written) when it loses more than `max_bma_drop` of test balanced accuracy."""
+    nothing written) when it loses more than `max_bma_drop` of test balanced accuracy.
+    `ood_report`: where to write the refit out-of-distribution scorer's full report (per-probe
+    scores, as the package stage writes paths.ood_report), once the int8 package is accepted."""
     model_dir, processed_dir, out_dir = Path(model_dir), Path(processed_dir), Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} exists: remove it or choose another --out")
@@ -160,9 +177,10 @@ def quantize_package(
             f"{model.contract.input_size} px: preprocess with the package's contract"
         )
     rng = np.random.default_rng(seed)
-    picks = np.sort(
-        rng.choice(len(train.images), min(calibration_images, len(train.images)), False)
-    )
+    picks = rng.choice(len(train.images), min(calibration_images, len(train.images)), False)
+    if len(picks) > CALIBRATION_BATCH:  # whole batches (quantize_graph): drop the remainder
+        picks = picks[: len(picks) - len(picks) % CALIBRATION_BATCH]
+    picks = np.sort(picks)
     calibration = np.asarray(train.images)[picks]
 
     staging = Path(tempfile.mkdtemp(prefix=".skindx-int8-", dir=out_dir.parent))
@@ -170,12 +188,12 @@ def quantize_package(
         package = Path(shutil.copytree(model_dir, staging / "package"))
         quantize_graph(model, model_dir / ONNX_FILE, calibration, staging / "int8.onnx")
         int8 = dataclasses.replace(model, session=create_session(staging / "int8.onnx"))
-        ood_report = None
+        refit_report = None
         stale_rejection = None
         if model.ood is not None:  # refit on the int8 graph's own pooled features
             _, stale, _ = _scored(int8, test_images)  # why: the fp32 scorer on int8 features
             stale_rejection = round(float(1 - stale.mean()), 4)
-            int8, ood_report = _refit_ood(int8, staging / "int8.onnx", train, processed_dir)
+            int8, refit_report = _refit_ood(int8, staging / "int8.onnx", train, processed_dir)
         classes = model.classes
         fp32_probs, fp32_inside, fp32_ms = _scored(model, test_images)
         int8_probs, int8_inside, int8_ms = _scored(int8, test_images)
@@ -208,14 +226,15 @@ def quantize_package(
             "ms_per_image_int8": round(int8_ms, 2),
             "timing": "batches of 64 preprocessed test images, this machine's default threads",
         }
-        if ood_report is not None:
+        if refit_report is not None:
             report["ood_test_rejection_int8_with_fp32_scorer"] = stale_rejection
-            report["ood_refit"] = ood_report
+            report["ood_refit"] = summary(refit_report)
         if drop > max_bma_drop:
             raise QuantizationRefused(
                 f"INT8 loses {drop:.4f} test balanced accuracy ({bma['fp32']:.4f} -> "
                 f"{bma['int8']:.4f}), more than the allowed {max_bma_drop:g}: keep serving the "
-                "fp32 package, or calibrate on more images (--calibration-images)"
+                "fp32 package, or calibrate on more images (--calibration-images)",
+                report,
             )
         shutil.copyfile(staging / "int8.onnx", package / ONNX_FILE)
         table = read_split_table(processed_dir, "test")
@@ -239,6 +258,8 @@ def quantize_package(
         write_card(card, package)
         load_packaged_model(package)  # sealed and servable, or this raises
         package.rename(out_dir)
+        if ood_report is not None and refit_report is not None:
+            write_report(Path(ood_report), refit_report)
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)

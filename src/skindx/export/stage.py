@@ -6,6 +6,8 @@ builds on skindx.export: registering here would make the two import each other).
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,15 @@ from skindx.data.feedback import feedback_lineage
 from skindx.data.ingest import MANIFEST_FILE, read_manifest
 from skindx.data.processed import load_split, split_images_path
 from skindx.evaluation.predictions import PREDICTIONS_FILE, read_split_table
+from skindx.export.atomic import replace_directory
 from skindx.export.ood import OodFitData
-from skindx.export.package import build_package
+from skindx.export.package import build_package, write_report
+from skindx.export.quantize import (
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_MAX_BMA_DROP,
+    QuantizationRefused,
+    quantize_package,
+)
 from skindx.inference.classes import CLASS_CODES
 from skindx.inference.hashing import sha256_file
 from skindx.inference.preprocessing import PreprocessingContract
@@ -78,11 +87,51 @@ def ood_fit_data(paths: ProjectPaths, cfg: dict[str, Any]) -> OodFitData:
     )
 
 
+log = logging.getLogger(__name__)
+
+
+def report_path(params: dict[str, Any], paths: ProjectPaths, key: str, default: str) -> Path:
+    """paths.<key> (one of the package stage's DVC metrics), else `default` beside
+    paths.metrics (params files composed before the key existed)."""
+    return Path((params.get("paths") or {}).get(key) or paths.metrics.with_name(default))
+
+
 def ood_report_path(params: dict[str, Any], paths: ProjectPaths) -> Path:
-    """paths.ood_report (the package stage's DVC metric), else beside paths.metrics."""
-    return Path(
-        (params.get("paths") or {}).get("ood_report") or paths.metrics.with_name("ood.json")
-    )
+    """paths.ood_report: the out-of-distribution scorer's AUROC and test rejection."""
+    return report_path(params, paths, "ood_report", "ood.json")
+
+
+def apply_int8(params: dict[str, Any], paths: ProjectPaths, out_dir: Path) -> dict[str, Any]:
+    """package.int8: replace the fp32 package in `out_dir` by its INT8 quantization
+    (skindx.export.quantize) when that keeps test balanced accuracy within
+    int8.max_bma_drop; otherwise keep the fp32 package and say why. Either way the decision
+    and its measurements go to paths.quantization_report (a DVC metric), so `dvc metrics show`
+    tells which graph a candidate serves."""
+    cfg = params["package"].get("int8") or {}
+    if not cfg.get("enabled", False):
+        result: dict[str, Any] = {"enabled": False, "served": "fp32"}
+    else:
+        staged = out_dir.with_name(f".{out_dir.name}.int8")
+        shutil.rmtree(staged, ignore_errors=True)
+        try:
+            report = quantize_package(
+                out_dir,
+                paths.processed_dir,
+                staged,
+                max_bma_drop=float(cfg.get("max_bma_drop", DEFAULT_MAX_BMA_DROP)),
+                calibration_images=int(cfg.get("calibration_images", DEFAULT_CALIBRATION_IMAGES)),
+                ood_report=ood_report_path(params, paths),
+            )
+        except QuantizationRefused as refused:
+            log.warning("package: int8 refused, the candidate stays fp32: %s", refused)
+            result = {"enabled": True, "served": "fp32", "refused": str(refused), **refused.report}
+        else:
+            replace_directory(staged, out_dir)
+            result = {"enabled": True, "served": "int8", **report}
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+    write_report(report_path(params, paths, "quantization_report", "quantization.json"), result)
+    return result
 
 
 def checkpoint_contract(checkpoint: dict[str, Any], path: Path) -> PreprocessingContract:
@@ -103,6 +152,7 @@ class PackageResult:
     card: dict[str, Any]
     run_id: str | None  # the pipeline's MLflow run (run.json), for the registration
     run_tags: dict[str, str]  # lineage tags for the registration's run
+    quantization: dict[str, Any]  # package.int8's decision (paths.quantization_report)
 
 
 def run_package(
@@ -156,8 +206,10 @@ def run_package(
             ood_report=ood_report_path(params, paths),
             cam_min_grid=int(cfg.get("cam_min_grid", 4)),
         )
+    quantization = apply_int8(params, paths, out_dir)
     return PackageResult(
         out_dir=out_dir,
+        quantization=quantization,
         card=json.loads((out_dir / "model.json").read_text()),
         run_id=lineage["mlflow_run_id"],
         run_tags=tracking.lineage_tags("package", params.get("profile"), manifest=manifest),

@@ -19,11 +19,20 @@ DIHEDRAL_VIEWS = 8
 def dihedral_views(images: np.ndarray) -> np.ndarray:
     """(N, H, W, C) square images -> (8, N, H, W, C): rotations by 0, 90, 180 and 270 degrees,
     then the same of the left-right mirror. View 0 is the image itself."""
+    return np.ascontiguousarray(
+        np.stack([dihedral_view(images, index) for index in range(DIHEDRAL_VIEWS)])
+    )
+
+
+def dihedral_view(images: np.ndarray, index: int) -> np.ndarray:
+    """View `index` (0-7) of dihedral_views alone, (N, H, W, C), a view of `images` (no copy):
+    for callers that score one view at a time, so that 8 copies of a split never sit in memory."""
     if images.ndim != 4 or images.shape[1] != images.shape[2]:
         raise ValueError(f"expected square (N, S, S, C) images, got shape {images.shape}")
-    mirrored = images[:, :, ::-1]
-    views = [np.rot90(base, k, axes=(1, 2)) for base in (images, mirrored) for k in range(4)]
-    return np.ascontiguousarray(np.stack(views))
+    if not 0 <= index < DIHEDRAL_VIEWS:
+        raise ValueError(f"view index {index} is not in 0..{DIHEDRAL_VIEWS - 1}")
+    base = images if index < 4 else images[:, :, ::-1]
+    return np.rot90(base, index % 4, axes=(1, 2))
 
 
 def tta_probabilities(
