@@ -57,11 +57,39 @@ def _run(script: str, project: Path, env: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, required=True, help="scratch project directory")
+    parser.add_argument("--dir", type=Path, help="scratch project directory (not with --table)")
     parser.add_argument("--base", nargs="*", default=["experiment=quick"], help="Hydra overrides")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument(
+        "--row",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "OVERRIDE"),
+        help="an extra row: its name, then its train.* overrides (repeatable), e.g. a "
+        "time-matched progressive row: --row progressive_16ep train.epochs=16 "
+        "train.progressive.start_size=48 train.progressive.epochs_at_start=8",
+    )
     parser.add_argument("--out", type=Path, help="JSON rows (default: DIR/ablation.json)")
+    parser.add_argument(
+        "--table",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="only print the table of these result files, merged in order (e.g. the rows of "
+        "two drivers run side by side, one thread each); trains nothing",
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(merge_results(args.table)))
+        return
+    if args.dir is None:
+        parser.error("--dir is required (the scratch project the rows train in)")
+    variants = {name: VARIANTS[name] for name in args.variants}
+    for name, *overrides in args.row:
+        if name in variants:
+            parser.error(f"--row {name}: that name is already a row; pick another")
+        variants[name] = overrides
 
     project = args.dir.resolve()
     project.mkdir(parents=True, exist_ok=True)
@@ -80,22 +108,43 @@ def main(argv: list[str] | None = None) -> None:
 
     out = args.out or project / "ablation.json"
     rows = json.loads(out.read_text()) if out.exists() else {}
-    for name in args.variants:
-        overrides = [*args.base, *VARIANTS[name]]
+    for name, row_overrides in variants.items():
+        overrides = [*args.base, *row_overrides]
         write_params(compose_config(overrides, conf_dir=REPO / "conf"), params_file)
-        print(f"{name}: {' '.join(VARIANTS[name]) or '(base)'}", file=sys.stderr, flush=True)
+        print(f"{name}: {' '.join(row_overrides) or '(base)'}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         _run("train.py", project, env)
         _run("evaluate.py", project, env)
         metrics = json.loads((project / paths["metrics"]).read_text())
         rows[name] = {
-            "overrides": VARIANTS[name],
+            "overrides": row_overrides,
+            "threads": os.environ.get("OMP_NUM_THREADS", "default"),
             "metrics": metrics,
             "seconds": round(time.perf_counter() - started, 1),
         }
         out.write_text(json.dumps({"base": args.base, **rows}, indent=2) + "\n")
         rows.pop("base", None)
     print(table(rows))
+
+
+def merge_results(paths: list[Path]) -> dict:
+    """The rows of several result files in order. A file whose `--base` adds overrides to the
+    first file's (a row that needs its own data stages, e.g. data.color_constancy) shows them
+    in its rows' overrides, so that each row still reads as one change against the first base."""
+    merged: dict = {}
+    reference: list[str] | None = None
+    for path in paths:
+        results = json.loads(Path(path).read_text())
+        base = list(results.get("base", []))
+        reference = base if reference is None else reference
+        extra = [o for o in base if o not in reference]
+        for name, row in results.items():
+            if name == "base":
+                continue
+            if name in merged:
+                raise SystemExit(f"{path}: row {name!r} is already in an earlier file; rename it")
+            merged[name] = {**row, "overrides": [*extra, *row["overrides"]]}
+    return merged
 
 
 def table(rows: dict) -> str:
