@@ -14,17 +14,19 @@ from skindx.models.predict import predict_logits
 from tests.helpers.training import MODEL, make_trainer
 
 
-@pytest.mark.slow
-def test_metrics_and_temperature_match_an_independent_computation(processed_dir, tmp_path):
-    # A few real training steps: an untrained model can predict one class for every image
-    # (it does on the synthetic set), and then no temperature tells val from test.
-    trainer = make_trainer(processed_dir, tmp_path / "train", epochs=2, max_steps_per_epoch=3)
+@pytest.fixture(scope="module")
+def trained(processed_dir, tmp_path_factory):
+    """(model, contract, classes, best.pt path) after a few real training steps: an untrained
+    model can predict one class for every image (it does on the synthetic set), and then no
+    temperature tells val from test."""
+    tmp = tmp_path_factory.mktemp("evaluate")
+    trainer = make_trainer(processed_dir, tmp / "train", epochs=2, max_steps_per_epoch=3)
     trainer.fit()
     model = trainer.model.eval()  # the same build_model config as MODEL
     contract = read_contract(processed_dir)
     classes, _ = load_class_weights(processed_dir)
     path = save_checkpoint(
-        tmp_path / "best.pt",
+        tmp / "best.pt",
         {
             "model_state": cpu_state_copy(model),
             "epoch": 1,
@@ -32,6 +34,12 @@ def test_metrics_and_temperature_match_an_independent_computation(processed_dir,
             "config": {"model": MODEL, "classes": classes, "contract": contract.to_dict()},
         },
     )
+    return model, contract, classes, path
+
+
+@pytest.mark.slow
+def test_metrics_and_temperature_match_an_independent_computation(processed_dir, trained):
+    model, contract, classes, path = trained
 
     result = evaluate_checkpoint(path, processed_dir)
 
@@ -51,25 +59,12 @@ def test_metrics_and_temperature_match_an_independent_computation(processed_dir,
 
 
 @pytest.mark.slow
-def test_tta_section_is_the_mean_of_the_eight_calibrated_views(processed_dir, tmp_path):
+def test_tta_section_is_the_mean_of_the_eight_calibrated_views(processed_dir, trained):
     """evaluate.tta: metrics["tta"] against the views built here with torch (not with
     skindx.inference.tta), and its paired difference against the plain pass's metric."""
     import torch
 
-    trainer = make_trainer(processed_dir, tmp_path / "train", epochs=2, max_steps_per_epoch=3)
-    trainer.fit()
-    model = trainer.model.eval()
-    contract = read_contract(processed_dir)
-    classes, _ = load_class_weights(processed_dir)
-    path = save_checkpoint(
-        tmp_path / "best.pt",
-        {
-            "model_state": cpu_state_copy(model),
-            "epoch": 1,
-            "best_epoch": 1,
-            "config": {"model": MODEL, "classes": classes, "contract": contract.to_dict()},
-        },
-    )
+    model, contract, classes, path = trained
     plain = evaluate_checkpoint(path, processed_dir)
     assert "tta" not in plain["metrics"]  # off by default: 8x the test inference
 
