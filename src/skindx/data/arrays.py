@@ -8,7 +8,7 @@ Every image goes through `resize_to_contract`, the same function serving uses.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,11 +21,20 @@ from skindx.inference.images import apply_exif_orientation
 from skindx.inference.preprocessing import PreprocessingContract, resize_to_contract
 
 
-def load_resized(path: Path, contract: PreprocessingContract) -> np.ndarray:
+def load_resized(
+    path: Path,
+    contract: PreprocessingContract,
+    transform: Callable[[Image.Image], Image.Image] | None = None,
+) -> np.ndarray:
+    """One image file as the contract's uint8 (S, S, 3). `transform`: applied to the decoded,
+    upright image before the contract (skindx.evaluation.shift's colour cast)."""
     try:
         with Image.open(path) as image:
             # as serving does (skindx.inference.images): train on the orientation it will see
-            return resize_to_contract(apply_exif_orientation(image), contract)
+            upright = apply_exif_orientation(image)
+            return resize_to_contract(
+                upright if transform is None else transform(upright), contract
+            )
     except OSError as exc:  # validation checks decoding; this guards a changed file
         raise DataError(f"cannot decode {path}: {exc} (run the validate stage)") from exc
 

@@ -229,3 +229,29 @@ def paired_difference(
         n_images=n,
         n_groups=n_groups,
     )
+
+
+def paired_difference_from_settings(
+    y_true: np.ndarray,
+    candidate_pred: np.ndarray,
+    baseline_pred: np.ndarray,
+    classes: Sequence[str],
+    *,
+    groups: Sequence | None,
+    settings: dict | None,
+    metric: str = "balanced_accuracy",
+) -> PairedDifference:
+    """paired_difference with a config section (`evaluate.bootstrap`) over BOOTSTRAP_DEFAULTS,
+    as intervals_from_settings does for the intervals."""
+    merged = {**BOOTSTRAP_DEFAULTS, **(settings or {})}
+    return paired_difference(
+        y_true,
+        candidate_pred,
+        baseline_pred,
+        classes,
+        groups=groups,
+        metric=metric,
+        n_resamples=int(merged["n_resamples"]),
+        confidence=float(merged["confidence"]),
+        seed=int(merged["seed"]),
+    )

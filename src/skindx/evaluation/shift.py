@@ -24,18 +24,16 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from skindx.data.arrays import load_resized
 from skindx.data.ingest import read_metadata
 from skindx.evaluation.bootstrap import (
-    BOOTSTRAP_DEFAULTS,
     intervals_from_settings,
-    paired_difference,
+    paired_difference_from_settings,
 )
 from skindx.evaluation.metrics import balanced_accuracy
 from skindx.evaluation.predictions import read_split_table
-from skindx.inference.images import apply_exif_orientation
 from skindx.inference.metrics import PRIMARY_METRIC
 from skindx.inference.model import PackagedModel, load_packaged_model
-from skindx.inference.preprocessing import resize_to_contract
 
 # mean RGB of the external ISIC-archive images over HAM10000's (issue 13)
 ISIC_ARCHIVE_CAST = (183 / 199, 151 / 138, 140 / 144)
@@ -54,12 +52,9 @@ def model_pixels(
     after the cast when `gains` is given."""
     out = np.empty((len(paths), model.contract.input_size, model.contract.input_size, 3), np.uint8)
     label = "no cast" if gains is None else "cast " + "/".join(f"{g:.3f}" for g in gains)
+    cast = None if gains is None else (lambda image: cast_image(image, gains))
     for i, path in enumerate(tqdm(paths, desc=label, unit="img", mininterval=1.0)):
-        with Image.open(path) as image:
-            image = apply_exif_orientation(image).convert("RGB")
-            out[i] = resize_to_contract(
-                image if gains is None else cast_image(image, gains), model.contract
-            )
+        out[i] = load_resized(path, model.contract, cast)  # the preprocess stage's loader
     return out
 
 
@@ -86,7 +81,7 @@ def shift_report(
     paths = [files[r["image_id"]] for r in rows]
     labels = np.array([int(r["label"]) for r in rows])
     lesions = [r["lesion_id"] for r in rows]
-    settings = {**BOOTSTRAP_DEFAULTS, **(bootstrap or {})}
+    settings = bootstrap  # evaluate.bootstrap's keys; defaults from skindx.evaluation.bootstrap
 
     def scored(predicted: np.ndarray) -> dict[str, Any]:
         interval = intervals_from_settings(
@@ -111,16 +106,14 @@ def shift_report(
     }
     for name, gains in casts.items():
         shifted = predict_all(model, model_pixels(model, paths, gains))
-        diff = paired_difference(
+        diff = paired_difference_from_settings(
             labels,
             shifted,
             plain,
             classes,
             groups=lesions,
+            settings=settings,
             metric=PRIMARY_METRIC,
-            n_resamples=int(settings["n_resamples"]),
-            confidence=float(settings["confidence"]),
-            seed=int(settings["seed"]),
         )
         report["casts"][name] = {
             "gains": [round(float(g), 4) for g in gains],

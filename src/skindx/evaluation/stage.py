@@ -22,7 +22,7 @@ from skindx.evaluation.bootstrap import (
     CI_LOW,
     INTERVAL_METRICS,
     intervals_from_settings,
-    paired_difference,
+    paired_difference_from_settings,
 )
 from skindx.evaluation.calibration import calibrate
 from skindx.evaluation.metrics import classification_report, softmax
@@ -109,17 +109,14 @@ def tta_section(
     the plain pass (the same test promote uses). `view_logits`: one (N, C) array per view."""
     probs = sum(softmax(logits, temperature) for logits in view_logits) / len(view_logits)
     report = classification_report(labels, probs, classes)
-    settings = {**BOOTSTRAP_DEFAULTS, **(bootstrap or {})}
-    diff = paired_difference(
+    diff = paired_difference_from_settings(
         labels,
         probs.argmax(axis=1),
         plain_calibrated.argmax(axis=1),
         classes,
         groups=lesion_ids,
+        settings=bootstrap,
         metric=PRIMARY_METRIC,
-        n_resamples=int(settings["n_resamples"]),
-        confidence=float(settings["confidence"]),
-        seed=int(settings["seed"]),
     )
     return {
         "views": len(view_logits),

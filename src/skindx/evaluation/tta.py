@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from skindx.data.processed import load_split
-from skindx.evaluation.bootstrap import BOOTSTRAP_DEFAULTS, paired_difference
+from skindx.evaluation.bootstrap import BOOTSTRAP_DEFAULTS, paired_difference_from_settings
 from skindx.evaluation.metrics import classification_report
 from skindx.evaluation.predictions import read_split_table
 from skindx.inference.metrics import PRIMARY_METRIC
@@ -62,15 +62,14 @@ def tta_report(
         name: classification_report(data.labels, probs, classes)
         for name, probs in (("plain", plain), ("tta", tta))
     }
-    diff = paired_difference(
+    diff = paired_difference_from_settings(
         data.labels,
         tta.argmax(axis=1),
         plain.argmax(axis=1),
         classes,
         groups=lesions,
+        settings={"n_resamples": n_resamples, "seed": seed},
         metric=PRIMARY_METRIC,
-        n_resamples=n_resamples,
-        seed=seed,
     )
     n = len(images)
     return {
