@@ -45,6 +45,13 @@ class InferenceItem:
     pixels: np.ndarray  # uint8 (S, S, 3) under `contract`
     contract: PreprocessingContract
 
+    def pixels_for(self, contract: PreprocessingContract) -> np.ndarray:
+        """The model input under `contract`: the item's own pixels, or (a reload changed the
+        contract while it queued) the kept image resized again."""
+        return (
+            self.pixels if contract == self.contract else resize_to_contract(self.image, contract)
+        )
+
 
 @dataclass(frozen=True)
 class InferenceResult:
@@ -147,13 +154,21 @@ class InferenceEngine:
                 raise ValueError("the model produced non-finite probabilities on warm-up")
         return model
 
-    def prepare(self, image: Image.Image) -> InferenceItem:
-        """Resize an RGB upload to the current model's contract (run it off the event loop).
+    def prepare(
+        self,
+        image: Image.Image,
+        contract: PreprocessingContract | None = None,
+        view: Image.Image | None = None,
+    ) -> InferenceItem:
+        """Resize an RGB upload to `contract` (the current model's when None; pass the one the
+        upload was decoded under, see skindx.inference.images.decode_image), off the event loop.
 
-        The item keeps the upload only at KEPT_IMAGE_SIDE (for the Grad-CAM overlay and a
-        reload that changes the contract), so queued requests hold little memory."""
-        contract = self.model.contract
+        The item keeps the upload (or `view`, a larger decode of it for the Grad-CAM overlay)
+        only at KEPT_IMAGE_SIDE, for the overlay and a reload that changes the contract, so
+        queued requests hold little memory."""
+        contract = contract or self.model.contract
         pixels = resize_to_contract(image, contract)
+        image = view or image
         if max(image.size) > KEPT_IMAGE_SIDE:
             image = image.copy()
             image.thumbnail((KEPT_IMAGE_SIDE, KEPT_IMAGE_SIDE), Image.Resampling.BILINEAR)
@@ -167,14 +182,7 @@ class InferenceEngine:
 
     def _run_batch(self, items: list[InferenceItem]) -> list[InferenceResult]:
         model = self.model  # read once: the whole batch runs on this model
-        pixels = np.stack(
-            [
-                item.pixels
-                if item.contract == model.contract
-                else resize_to_contract(item.image, model.contract)  # a reload changed the contract
-                for item in items
-            ]
-        )
+        pixels = np.stack([item.pixels_for(model.contract) for item in items])
         out = model.analyse(pixels)  # the image itself: probabilities, CAM features, OOD score
         probabilities = out.probabilities
         if self.settings.tta:

@@ -9,7 +9,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from serving.engine import InferenceResult
+from serving.engine import InferenceItem, InferenceResult
 from serving.errors import ApiError
 from serving.predlog.writer import PredictionLog
 from serving.recording import NOT_LOGGED, Logged, record_prediction
@@ -19,7 +19,7 @@ from skindx.inference.cam import overlay
 from skindx.inference.classes import CLASS_INFO
 from skindx.inference.metrics import HEADLINE_METRICS, METRIC_LABELS
 from skindx.inference.model import PackagedModel
-from skindx.inference.preprocessing import crop_and_resize, resize_to_contract
+from skindx.inference.preprocessing import crop_and_resize
 
 
 def build_prediction(
@@ -65,20 +65,21 @@ class ExplanationImage:
 
 
 def explanation_png(
-    image: Image.Image, result: InferenceResult, class_code: str, size: int
+    item: InferenceItem, result: InferenceResult, class_code: str, size: int
 ) -> ExplanationImage:
     """Base64 PNG: the Grad-CAM of `class_code` over the region the model saw, `size` px
-    square, on the package's CAM layer (PackagedModel.explain)."""
+    square, on the package's CAM layer (PackagedModel.explain). The CAM is of the pixels the
+    model classified (item.pixels_for); the background is the kept upload in its own colours."""
     model = result.model
     index = model.classes.index(class_code)
     if model.cam_session is None:  # layer4: the features are already in the result
         cam = model.cam(result.features, index, size=(size, size))
         layer, grid = "layer4", tuple(result.features.shape[1:])
     else:
-        pixels = resize_to_contract(image, model.contract)
+        pixels = item.pixels_for(model.contract)
         cam, layer, grid = model.explain(pixels, index, size=(size, size))
     view_contract = dataclasses.replace(model.contract, input_size=size)
-    view = crop_and_resize(image, view_contract)  # the model's crop, larger, own colours
+    view = crop_and_resize(item.image, view_contract)  # the model's crop, larger, own colours
     buffer = io.BytesIO()
     Image.fromarray(overlay(view, cam)).save(buffer, format="PNG", optimize=False)
     return ExplanationImage(base64.b64encode(buffer.getvalue()).decode("ascii"), layer, grid)

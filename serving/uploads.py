@@ -83,16 +83,27 @@ class DecodedUpload:
 
 
 async def decode(
-    data: bytes, settings: Settings, engine: InferenceEngine, limiter: anyio.CapacityLimiter
+    data: bytes,
+    settings: Settings,
+    engine: InferenceEngine,
+    limiter: anyio.CapacityLimiter,
+    view_side: int | None = None,
 ) -> DecodedUpload:
     """Sniff, decode and resize off the event loop, a bounded number at a time; with the
-    prediction log on, the hash and drift statistics are taken in the same thread."""
+    prediction log on, the hash and drift statistics are taken in the same thread.
+
+    The upload is decoded as the model's contract says (a JPEG draft decode with
+    `jpeg_draft`). `view_side`: the overlay's side (/explain); when the draft decode is smaller
+    than that, the upload is decoded a second time, in full, for the overlay's background only."""
+    limits = {"max_pixels": settings.max_image_pixels, "min_side": settings.min_image_side}
 
     def work() -> DecodedUpload:
-        decoded = decode_image(
-            data, max_pixels=settings.max_image_pixels, min_side=settings.min_image_side
-        )
-        item = engine.prepare(decoded.image)
+        contract = engine.model.contract  # read once: decode and resize under the same one
+        decoded = decode_image(data, contract=contract, **limits)
+        view = None
+        if decoded.drafted and view_side is not None and min(decoded.image.size) < view_side:
+            view = decode_image(data, **limits).image
+        item = engine.prepare(decoded.image, contract, view)
         if not settings.prediction_log:
             return DecodedUpload(item, None)
         width, height = decoded.source_size

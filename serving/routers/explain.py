@@ -44,12 +44,13 @@ async def explain(
     ] = None,
 ) -> Explanation:
     started = time.perf_counter()
-    upload = await decode(await read_upload(file, settings), settings, engine, limiter)
+    data = await read_upload(file, settings)
+    upload = await decode(data, settings, engine, limiter, view_side=settings.explain_size)
     (result,) = await infer([upload.item], settings, engine)
     explained = target or build_prediction(result, 0.0).predicted_class
     png = await anyio.to_thread.run_sync(
         explanation_png,
-        upload.item.image,
+        upload.item,
         result,
         explained,
         settings.explain_size,

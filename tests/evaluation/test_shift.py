@@ -83,3 +83,17 @@ def test_shift_report_against_the_processed_arrays(
     assert list(json.loads(out.read_text())["casts"]) == ["green"]
     with pytest.raises(SystemExit):
         main([*args, "--cast", "bad=1,2"])
+    # a changed contract instead of a cast: the same package on JPEG-draft pixels
+    assert (
+        main([*args, "--cast", "none", "--contract", "draft:jpeg_draft=true", "--out", str(out)])
+        == 0
+    )
+    written = json.loads(out.read_text())
+    assert written["casts"] == {}
+    draft = written["contracts"]["draft"]
+    assert draft["changes"] == {"jpeg_draft": True}
+    assert draft["difference"]["delta"] == pytest.approx(
+        draft["balanced_accuracy"] - written["no_cast"]["balanced_accuracy"], abs=2e-4
+    )
+    with pytest.raises(SystemExit):
+        main([*args, "--contract", "draft:no_such_field=1"])

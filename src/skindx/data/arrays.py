@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from skindx.data.errors import DataError
 from skindx.inference.images import apply_exif_orientation
-from skindx.inference.preprocessing import PreprocessingContract, resize_to_contract
+from skindx.inference.preprocessing import PreprocessingContract, apply_draft, resize_to_contract
 
 
 def load_resized(
@@ -30,6 +30,7 @@ def load_resized(
     upright image before the contract (skindx.evaluation.shift's colour cast)."""
     try:
         with Image.open(path) as image:
+            apply_draft(image, contract)  # the contract's JPEG draft decode, as serving does
             # as serving does (skindx.inference.images): train on the orientation it will see
             upright = apply_exif_orientation(image)
             return resize_to_contract(

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from skindx.inference.cam import overlay
 from skindx.inference.classes import CLASS_INFO
+from skindx.inference.images import decode_image
 from skindx.inference.model import PackagedModel, load_packaged_model, softmax
 from skindx.inference.preprocessing import crop_and_resize, normalize, resize_to_contract
 
@@ -43,9 +43,11 @@ def cam_pairs(model: PackagedModel, images: Sequence[Path]) -> list[CamPair]:
     view_contract = dataclasses.replace(model.contract, input_size=VIEW_SIZE)
     pairs = []
     for path in images:
-        with Image.open(path) as opened:
-            image = opened.convert("RGB")
-        pixels = resize_to_contract(image, model.contract)
+        data = Path(path).read_bytes()
+        image = decode_image(data).image  # the view, in full
+        pixels = resize_to_contract(
+            decode_image(data, contract=model.contract).image, model.contract
+        )
         logits, _ = model.run(normalize(pixels, model.contract))
         probs = softmax(logits[0], model.temperature)  # calibrated, as served
         index = int(np.argmax(probs))

@@ -261,7 +261,10 @@ class PackageScorer:
     def _decode(self, path: Path) -> np.ndarray | Outcome:
         try:
             decoded = decode_image(
-                Path(path).read_bytes(), max_pixels=self.max_pixels, min_side=self.min_side
+                Path(path).read_bytes(),
+                max_pixels=self.max_pixels,
+                min_side=self.min_side,
+                contract=self.model.contract,  # as the API decodes (jpeg_draft)
             )
         except ImageDecodeError as exc:
             return Outcome(error=exc.code, detail=exc.detail)

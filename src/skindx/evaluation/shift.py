@@ -5,6 +5,11 @@ would see it. Reports the balanced accuracy without and with each cast, with the
 bootstrap interval of each and the paired bootstrap of the difference.
 
     python -m skindx.evaluation.shift --model models/candidate --out reports/shift.json
+    python -m skindx.evaluation.shift --cast none --contract draft:jpeg_draft=true
+
+`--contract NAME:KEY=VALUE,...` scores the same package on pixels made under a changed contract
+instead (e.g. JPEG draft decoding): the cost of serving a model with a preprocessing change it
+was not trained with, paired against its own contract on the same images.
 
 The default cast is the ratio of mean RGB of 767 ISIC-archive images to HAM10000's (183/151/140
 against 199/138/144, measured for issue 13): external images are greener and less red. It is
@@ -15,12 +20,14 @@ a proxy for external data, which a user with such a folder measures directly wit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from PIL import Image
 from tqdm import tqdm
 
@@ -34,6 +41,7 @@ from skindx.evaluation.metrics import balanced_accuracy
 from skindx.evaluation.predictions import read_split_table
 from skindx.inference.metrics import PRIMARY_METRIC
 from skindx.inference.model import PackagedModel, load_packaged_model
+from skindx.inference.preprocessing import PreprocessingContract
 
 # mean RGB of the external ISIC-archive images over HAM10000's (issue 13)
 ISIC_ARCHIVE_CAST = (183 / 199, 151 / 138, 140 / 144)
@@ -46,15 +54,19 @@ def cast_image(image: Image.Image, gains: Sequence[float]) -> Image.Image:
 
 
 def model_pixels(
-    model: PackagedModel, paths: Sequence[Path], gains: Sequence[float] | None
+    model: PackagedModel,
+    paths: Sequence[Path],
+    gains: Sequence[float] | None,
+    contract: PreprocessingContract | None = None,
 ) -> np.ndarray:
-    """uint8 (N, S, S, 3): each image as the package's contract turns it into model input,
-    after the cast when `gains` is given."""
-    out = np.empty((len(paths), model.contract.input_size, model.contract.input_size, 3), np.uint8)
+    """uint8 (N, S, S, 3): each image as the package's contract (or `contract`) turns it into
+    model input, after the cast when `gains` is given."""
+    contract = contract or model.contract
+    out = np.empty((len(paths), contract.input_size, contract.input_size, 3), np.uint8)
     label = "no cast" if gains is None else "cast " + "/".join(f"{g:.3f}" for g in gains)
     cast = None if gains is None else (lambda image: cast_image(image, gains))
     for i, path in enumerate(tqdm(paths, desc=label, unit="img", mininterval=1.0)):
-        out[i] = load_resized(path, model.contract, cast)  # the preprocess stage's loader
+        out[i] = load_resized(path, contract, cast)  # the preprocess stage's loader
     return out
 
 
@@ -72,7 +84,11 @@ def shift_report(
     *,
     split: str = "test",
     bootstrap: dict[str, Any] | None = None,
+    contracts: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """`casts`: name -> RGB gains on the decoded image; `contracts`: name -> fields of the
+    package's contract changed (dataclasses.replace) for the model's input. Each is paired
+    against the package's own contract without a cast."""
     model = load_packaged_model(model_dir)
     classes = list(model.classes)
     rows = read_split_table(processed_dir, split)
@@ -94,6 +110,23 @@ def shift_report(
         }
 
     plain = predict_all(model, model_pixels(model, paths, None))
+
+    def versus_plain(predicted: np.ndarray) -> dict[str, Any]:
+        diff = paired_difference_from_settings(
+            labels,
+            predicted,
+            plain,
+            classes,
+            groups=lesions,
+            settings=settings,
+            metric=PRIMARY_METRIC,
+        )
+        return {
+            **scored(predicted),
+            "difference": diff.to_dict(),
+            "agreement_with_no_cast": round(float(np.mean(predicted == plain)), 4),
+        }
+
     report: dict[str, Any] = {
         "model": {
             "version": model.version,
@@ -106,25 +139,20 @@ def shift_report(
     }
     for name, gains in casts.items():
         shifted = predict_all(model, model_pixels(model, paths, gains))
-        diff = paired_difference_from_settings(
-            labels,
-            shifted,
-            plain,
-            classes,
-            groups=lesions,
-            settings=settings,
-            metric=PRIMARY_METRIC,
-        )
         report["casts"][name] = {
             "gains": [round(float(g), 4) for g in gains],
-            **scored(shifted),
-            "difference": diff.to_dict(),
-            "agreement_with_no_cast": round(float(np.mean(shifted == plain)), 4),
+            **versus_plain(shifted),
         }
+    for name, changes in (contracts or {}).items():
+        changed = dataclasses.replace(model.contract, **changes)
+        shifted = predict_all(model, model_pixels(model, paths, None, changed))
+        report.setdefault("contracts", {})[name] = {"changes": changes, **versus_plain(shifted)}
     return report
 
 
-def _cast(text: str) -> tuple[str, tuple[float, float, float]]:
+def _cast(text: str) -> tuple[str, tuple[float, ...]]:
+    if text == "none":
+        return "none", ()
     name, _, gains = text.partition("=")
     values = tuple(float(v) for v in gains.split(","))
     if not name or len(values) != 3 or min(values) <= 0:
@@ -132,6 +160,22 @@ def _cast(text: str) -> tuple[str, tuple[float, float, float]]:
             f"--cast NAME=R,G,B with three positive gains, got {text!r}"
         )
     return name, values
+
+
+def _contract_change(text: str) -> tuple[str, dict[str, Any]]:
+    name, _, assignments = text.partition(":")
+    fields = PreprocessingContract.__dataclass_fields__
+    changes: dict[str, Any] = {}
+    for item in filter(None, assignments.split(",")):
+        key, _, value = item.partition("=")
+        if key not in fields or not value:
+            raise argparse.ArgumentTypeError(
+                f"--contract NAME:KEY=VALUE,... with KEY one of {sorted(fields)}, got {text!r}"
+            )
+        changes[key] = yaml.safe_load(value)  # true -> True, 6 -> 6, shades_of_gray -> str
+    if not name or not changes:
+        raise argparse.ArgumentTypeError(f"--contract NAME:KEY=VALUE,..., got {text!r}")
+    return name, changes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,16 +190,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="NAME=R,G,B channel gains (repeatable); default: isic_archive="
         + ",".join(f"{g:.4f}" for g in ISIC_ARCHIVE_CAST),
     )
+    parser.add_argument(
+        "--contract",
+        type=_contract_change,
+        action="append",
+        help="NAME:KEY=VALUE,... a changed preprocessing contract to score the package under "
+        "(repeatable), e.g. draft:jpeg_draft=true",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/shift.json"))
     args = parser.parse_args(argv)
     casts = dict(args.cast or [("isic_archive", ISIC_ARCHIVE_CAST)])
-    report = shift_report(args.model, args.raw, args.processed, casts)
+    casts.pop("none", None)  # --cast none: no cast, e.g. with --contract alone
+    report = shift_report(
+        args.model, args.raw, args.processed, casts, contracts=dict(args.contract or [])
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_name(f".{args.out.name}.partial")
     partial.write_text(json.dumps(report, indent=2) + "\n")
     partial.replace(args.out)
     print(f"no cast: BMA {report['no_cast'][PRIMARY_METRIC]:.3f}")
-    for name, row in report["casts"].items():
+    for name, row in [*report["casts"].items(), *report.get("contracts", {}).items()]:
         d = row["difference"]
         print(
             f"{name}: BMA {row[PRIMARY_METRIC]:.3f} (difference {d['delta']:+.3f}, "

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from skindx.inference.preprocessing import PreprocessingContract, apply_draft
+
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MIN_SIDE = 32
 _ACCEPTED_TEXT = "JPEG, PNG or WebP"
@@ -55,6 +57,9 @@ class DecodedImage:
     source_format: str  # JPEG | PNG | WEBP
     source_mode: str  # the PIL mode before conversion, e.g. CMYK, I;16, RGBA
     source_size: tuple[int, int]  # (width, height) as stored, before orientation
+    drafted: bool = (
+        False  # decoded reduced, as the contract's jpeg_draft asks (image.size says how)
+    )
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -92,8 +97,12 @@ def decode_image(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_side: int = DEFAULT_MIN_SIDE,
+    contract: PreprocessingContract | None = None,
 ) -> DecodedImage:
-    """Bytes of an upload -> RGB image, or ImageDecodeError (415, 413 or 422)."""
+    """Bytes of an upload -> RGB image, or ImageDecodeError (415, 413 or 422). With `contract`,
+    a JPEG is decoded as the contract defines (its `jpeg_draft`: reduced in the DCT domain);
+    without, always at full size (for views shown to people). The limits apply to the size as
+    stored either way."""
     if not data:
         raise ImageDecodeError(422, "empty_file", "the uploaded file is empty (0 bytes)")
     sniffed = sniff_format(data)
@@ -125,6 +134,7 @@ def decode_image(
 
     source_mode = image.mode
     try:
+        drafted = contract is not None and apply_draft(image, contract)
         image.load()
         rgb = to_rgb(apply_exif_orientation(image))
     except ImageDecodeError:
@@ -135,7 +145,7 @@ def decode_image(
             "corrupt_image",
             f"the {sniffed} file is truncated or corrupt and cannot be decoded ({_reason(exc)})",
         ) from exc
-    return DecodedImage(rgb, sniffed, source_mode, (width, height))
+    return DecodedImage(rgb, sniffed, source_mode, (width, height), drafted)
 
 
 def _open_header(data: bytes, sniffed: str, max_pixels: int) -> Image.Image:

@@ -1,7 +1,11 @@
 """THE preprocessing contract: one definition for the preprocess stage, training-time
 evaluation, ONNX export parity and the serving API. numpy + PIL only (never torch).
 
-An image becomes a model input in two steps:
+An image becomes a model input in two steps (three with `jpeg_draft`):
+  0. `apply_draft`, before the pixels are decoded: with `jpeg_draft` a JPEG is decoded by
+     libjpeg's DCT-domain scaling at 1/2, 1/4 or 1/8 of its size, the smallest scale that keeps
+     both sides at least `input_size` (PIL `Image.draft`). Much less work than a full decode of
+     a large upload, and different pixels, so it is part of the contract.
   1. `resize_to_contract`: PIL RGB image -> uint8 array (size, size, 3): the crop and resize
      (`crop_and_resize`), then the contract's colour constancy, if any. This is what the
      preprocess stage stores, and what serving computes from an upload.
@@ -38,13 +42,15 @@ class PreprocessingContract:
     dtype: str = "float32"
     color_constancy: str = "none"
     color_constancy_power: float = 6.0
+    jpeg_draft: bool = False
     notes: str = field(
         default="shorter_side_center_crop: the largest centred square is cut out and resized "
         "to input_size x input_size (PIL bilinear, antialiased). stretch: the whole image is "
         "resized to a square, ignoring its aspect ratio. color_constancy shades_of_gray: "
         "then each channel of the uint8 result times mean(e)/e_c, e_c its "
         "color_constancy_power-norm mean, rounded and clipped to uint8. Then x/255, "
-        "(x - mean) / std.",
+        "(x - mean) / std. jpeg_draft: a JPEG is first decoded at the smallest DCT scale "
+        "(1, 1/2, 1/4, 1/8) that keeps both sides at least input_size (PIL Image.draft).",
         compare=False,
     )
 
@@ -76,6 +82,7 @@ class PreprocessingContract:
             std=tuple(float(s) for s in data.get("std", IMAGENET_STD)),
             color_constancy=str(data.get("color_constancy") or "none"),
             color_constancy_power=float(data.get("color_constancy_power", 6.0)),
+            jpeg_draft=bool(data.get("jpeg_draft", False)),
         )
 
     @classmethod
@@ -90,6 +97,19 @@ class PreprocessingContract:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
+
+
+def apply_draft(image: Image.Image, contract: PreprocessingContract) -> bool:
+    """Before `image` is decoded (right after Image.open): with the contract's `jpeg_draft`, ask
+    the JPEG decoder for the reduced size the contract defines. True when it will decode
+    reduced. Anything but a JPEG that is not yet loaded is left alone (PNG and WebP have no
+    draft mode; a loaded image cannot be drafted), so the contract's pixels of those are the
+    full decode's, in training and serving alike."""
+    if not contract.jpeg_draft or image.format != "JPEG":
+        return False  # (PIL's draft itself declines an image already loaded: it returns None)
+    before = image.size
+    image.draft("RGB", (contract.input_size, contract.input_size))
+    return image.size != before
 
 
 def resize_to_contract(image: Image.Image, contract: PreprocessingContract) -> np.ndarray:
