@@ -168,7 +168,7 @@ class InferenceEngine:
         queued requests hold little memory."""
         contract = contract or self.model.contract
         pixels = resize_to_contract(image, contract)
-        image = view or image
+        image = view if view is not None else image
         if max(image.size) > KEPT_IMAGE_SIDE:
             image = image.copy()
             image.thumbnail((KEPT_IMAGE_SIDE, KEPT_IMAGE_SIDE), Image.Resampling.BILINEAR)
