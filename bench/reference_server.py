@@ -16,6 +16,7 @@ from PIL import Image
 
 from skindx.inference import PreprocessingContract, preprocess
 from skindx.inference.model import WEIGHTS_FILE, read_card, softmax
+from skindx.inference.preprocessing import apply_draft
 from skindx.models import build_model, read_state_dict
 
 
@@ -36,7 +37,9 @@ def create_app(model_dir: Path) -> FastAPI:
 
     @app.post("/predict")
     async def predict(file: UploadFile = File(...)) -> dict:  # noqa: B008 (the reference's style)
-        image = Image.open(io.BytesIO(await file.read())).convert("RGB")
+        image = Image.open(io.BytesIO(await file.read()))
+        apply_draft(image, contract)  # the contract's pixels (jpeg_draft), as the API computes
+        image = image.convert("RGB")
         with torch.no_grad():
             logits = model(torch.from_numpy(preprocess([image], contract))).numpy()
         probabilities = softmax(logits, temperature)[0]
