@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import statistics
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_serving import DEFAULT_IMAGES, ROOT, load_average
+from bench_serving import DEFAULT_IMAGES, ROOT, load_average, write_report
 
 from skindx.inference.images import decode_image
 from skindx.inference.model import load_packaged_model
@@ -116,8 +115,7 @@ def main() -> None:
             "load_average_at_start": load_at_start,
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(
         f"decode + resize at {contract.input_size} px: full {report['median_ms']['full']} ms, "
         f"draft {report['median_ms']['draft']} ms per image, x{report['ratio_full_over_draft']} "

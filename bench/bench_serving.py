@@ -201,6 +201,12 @@ def median_of(values: Iterable[float | None]) -> float | None:
     return round(float(statistics.median(known)), 2) if known else None
 
 
+def write_report(out: Path, report: dict) -> None:
+    """A benchmark's JSON result at `out` (its folder made when missing)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def load_average() -> list[float]:
     """The machine's 1, 5 and 15 minute load averages (what `uptime` shows)."""
     return [round(x, 2) for x in os.getloadavg()]
@@ -445,8 +451,7 @@ def main() -> None:
         "targets": TARGETS,
         "targets_met": met,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
 
     print(
         f"\nmodel {report['model']['arch']} @ {report['model']['input_size']} px, "

@@ -13,7 +13,6 @@ and their median. Its accuracy gain is measured on the test split by
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from bench_serving import (
     api_pair,
     load_average,
     read_inputs,
+    write_report,
 )
 
 NAMES = ("tta", "plain")
@@ -67,8 +67,7 @@ def main() -> None:
     report, _, ratios, errors = ab_report(
         "tta", card, args.images, len(images), NAMES, rounds, args.concurrency, load_at_start
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(f"ratios (TTA/plain): {ratios}; errors {errors}; wrote {args.out}")
 
 
