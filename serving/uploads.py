@@ -20,7 +20,7 @@ from serving.errors import ApiError
 from serving.schemas import BatchItem, ErrorBody
 from serving.settings import MB, Settings
 from skindx.inference.image_stats import image_stats
-from skindx.inference.images import ImageDecodeError, decode_image
+from skindx.inference.images import ImageDecodeError, decode_image, full_view
 
 _ERROR_TEXT = {
     400: "Malformed multipart body.",
@@ -100,9 +100,7 @@ async def decode(
     def work() -> DecodedUpload:
         contract = engine.model.contract  # read once: decode and resize under the same one
         decoded = decode_image(data, contract=contract, **limits)
-        view = None
-        if decoded.drafted and view_side is not None and min(decoded.image.size) < view_side:
-            view = decode_image(data, **limits).image
+        view = None if view_side is None else full_view(decoded, data, view_side, **limits)
         item = engine.prepare(decoded.image, contract, view)
         if not settings.prediction_log:
             return DecodedUpload(item, None)

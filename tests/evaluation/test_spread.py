@@ -25,13 +25,19 @@ def test_cli_prints_and_writes_json(tmp_path, capsys):
     for i, value in enumerate((0.5, 0.6)):
         path = tmp_path / f"seed-{i}" / "metrics.json"
         path.parent.mkdir()
-        path.write_text(json.dumps({"balanced_accuracy": value, "accuracy": 0.7}))
+        per_class = {"df": {"recall": value - 0.2}, "nv": {"recall": 0.8}}
+        path.write_text(
+            json.dumps({"balanced_accuracy": value, "accuracy": 0.7, "per_class": per_class})
+        )
         files.append(str(path))
     assert main([*files, "--json", str(tmp_path / "spread.json")]) == 0
     out = capsys.readouterr().out
     assert "Balanced accuracy: mean 0.550, sd 0.071, range 0.500-0.600 over 2 runs" in out
     written = json.loads((tmp_path / "spread.json").read_text())
     assert written["runs"] == files and written["spread"]["accuracy"]["std"] == 0
+    assert "Recall by class (mean): df 0.35, nv 0.80" in out
+    assert written["per_class_recall"]["df"]["mean"] == pytest.approx(0.35)
+    assert written["per_class_recall"]["nv"]["std"] == 0
 
 
 def test_cli_says_what_is_wrong(tmp_path, capsys):

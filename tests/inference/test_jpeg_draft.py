@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from skindx.data.arrays import load_resized
-from skindx.inference.images import ImageDecodeError, decode_image
+from skindx.inference.images import ImageDecodeError, decode_image, full_view
 from skindx.inference.preprocessing import PreprocessingContract, apply_draft, resize_to_contract
 
 DRAFT = PreprocessingContract(input_size=64, jpeg_draft=True)
@@ -92,6 +92,15 @@ def test_training_and_serving_compute_the_same_pixels(tmp_path):
     difference = np.abs(trained.astype(int) - full.astype(int))
     assert difference.max() > 0  # a different decode ...
     assert difference.mean() < 3  # ... of the same picture
+
+
+def test_a_view_for_people_is_decoded_again_only_when_the_draft_made_it_too_small():
+    data = _lesion_jpeg()
+    full = decode_image(data, contract=FULL)
+    assert full_view(full, data, 448) is full.image  # not drafted: the same image, no decode
+    drafted = decode_image(data, contract=DRAFT)  # 150 x 113
+    assert full_view(drafted, data, 448).size == (600, 450)
+    assert full_view(drafted, data, 100) is drafted.image  # large enough for a 100 px view
 
 
 def test_the_limits_apply_to_the_file_as_stored():

@@ -20,7 +20,7 @@ import numpy as np
 
 from skindx.inference.cam import overlay
 from skindx.inference.classes import CLASS_INFO
-from skindx.inference.images import decode_image
+from skindx.inference.images import decode_image, full_view
 from skindx.inference.model import PackagedModel, load_packaged_model, softmax
 from skindx.inference.preprocessing import crop_and_resize, normalize, resize_to_contract
 
@@ -44,10 +44,9 @@ def cam_pairs(model: PackagedModel, images: Sequence[Path]) -> list[CamPair]:
     pairs = []
     for path in images:
         data = Path(path).read_bytes()
-        image = decode_image(data).image  # the view, in full
-        pixels = resize_to_contract(
-            decode_image(data, contract=model.contract).image, model.contract
-        )
+        decoded = decode_image(data, contract=model.contract)  # as the API decodes
+        pixels = resize_to_contract(decoded.image, model.contract)
+        image = full_view(decoded, data, VIEW_SIZE)  # the view: a second decode only if drafted
         logits, _ = model.run(normalize(pixels, model.contract))
         probs = softmax(logits[0], model.temperature)  # calibrated, as served
         index = int(np.argmax(probs))

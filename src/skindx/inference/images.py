@@ -148,6 +148,17 @@ def decode_image(
     return DecodedImage(rgb, sniffed, source_mode, (width, height), drafted)
 
 
+def full_view(
+    decoded: DecodedImage, data: bytes, view_side: int | None = None, **limits: int
+) -> Image.Image:
+    """The upload for a view shown to people (a Grad-CAM overlay's background): `decoded`'s
+    own image, unless the contract's draft decode reduced it (below `view_side` when given),
+    then the bytes decoded again in full. `limits`: decode_image's max_pixels / min_side."""
+    if not decoded.drafted or (view_side is not None and min(decoded.image.size) >= view_side):
+        return decoded.image
+    return decode_image(data, **limits).image
+
+
 def _open_header(data: bytes, sniffed: str, max_pixels: int) -> Image.Image:
     """Image.open reads only the header; restrict it to the sniffed format."""
     try:
