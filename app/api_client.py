@@ -88,14 +88,19 @@ class ApiClient:
             raise _rejection(response)
         return response.json()
 
-    def explain(self, filename: str, content: bytes, content_type: str | None) -> dict[str, Any]:
-        """The prediction plus the Grad-CAM overlay (base64 PNG) for one image."""
+    def explain(
+        self, filename: str, content: bytes, content_type: str | None, tta: bool | None = None
+    ) -> dict[str, Any]:
+        """The prediction plus the Grad-CAM overlay (base64 PNG) for one image. `tta`: average
+        the diagnosis over the image's 8 orientations (None: the server's default)."""
         files = {"file": (filename, content, content_type or "application/octet-stream")}
-        return self._request("POST", "/explain", files=files)
+        return self._request("POST", "/explain", files=files, params=_tta_param(tta))
 
-    def predict(self, filename: str, content: bytes, content_type: str | None) -> dict[str, Any]:
+    def predict(
+        self, filename: str, content: bytes, content_type: str | None, tta: bool | None = None
+    ) -> dict[str, Any]:
         files = {"file": (filename, content, content_type or "application/octet-stream")}
-        return self._request("POST", "/predict", files=files)
+        return self._request("POST", "/predict", files=files, params=_tta_param(tta))
 
     def feedback(
         self,
@@ -116,3 +121,7 @@ class ApiClient:
     def model_card(self) -> dict[str, Any]:
         """The served model's card, with `metric_labels` (headline metric -> label, in order)."""
         return self._request("GET", "/model")
+
+
+def _tta_param(tta: bool | None) -> dict[str, str]:
+    return {} if tta is None else {"tta": "true" if tta else "false"}

@@ -66,6 +66,14 @@ def show_model_sidebar() -> None:
             st.caption("This model card carries no test metrics.")
 
 
+def server_tta_default() -> bool:
+    """Whether the API averages the 8 orientations unless told otherwise (GET /model)."""
+    try:
+        return bool((load_model_card(client.base_url).get("serving") or {}).get("tta"))
+    except (ApiUnavailable, ApiRejected):
+        return False
+
+
 def resize_policy() -> str | None:
     try:
         return load_model_card(client.base_url).get("preprocessing", {}).get("resize_policy")
@@ -165,8 +173,10 @@ def show_result(result: dict, original: Image.Image | None) -> None:
             width="stretch",
             alt="Grad-CAM overlay",
         )
+    views = " · averaged over 8 orientations" if result.get("tta") else ""
     st.caption(
         f"Model {result['model_version']} · answered in {result['processing_time_ms']:.0f} ms"
+        + views
     )
     st.caption(storage_note(result))
     show_feedback_form(result)
@@ -252,10 +262,17 @@ stored = st.session_state.get("result")
 if stored is not None and stored["file_id"] != uploaded.file_id:
     st.session_state.pop("result")  # a new file: the old result no longer applies
 
+tta = st.toggle(
+    "Average over 8 orientations",
+    value=server_tta_default(),
+    help="Test-time augmentation: the diagnosis is the mean over the image's 4 rotations and "
+    "their mirror images. Slightly more accurate on the test split (docs/results.md), several "
+    "times slower.",
+)
 if st.button("Analyze", type="primary"):
     with st.spinner("Analyzing the image…"):
         try:
-            answer = client.explain(uploaded.name, uploaded.getvalue(), uploaded.type)
+            answer = client.explain(uploaded.name, uploaded.getvalue(), uploaded.type, tta=tta)
         except ApiUnavailable as exc:
             st.error(
                 f"The analysis service is unavailable: {exc}. Please try again in a moment.",

@@ -10,7 +10,7 @@ import hmac
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serving.engine import InferenceEngine, ModelNotReadyError
@@ -61,6 +61,24 @@ def get_model(engine: EngineDep, settings: SettingsDep) -> PackagedModel:
 
 
 ModelDep = Annotated[PackagedModel, Depends(get_model)]
+
+
+def tta_choice(
+    settings: SettingsDep,
+    tta: Annotated[
+        bool | None,
+        Query(
+            description="Average the diagnosis over the image's 8 dihedral views (test-time "
+            "augmentation): a little more accurate, several times the inference time. "
+            "Omitted: the server's default, SKINDX_TTA (GET /model says which)."
+        ),
+    ] = None,
+) -> bool:
+    """This request's test-time augmentation: its `?tta=` when given, else the server's."""
+    return settings.tta if tta is None else tta
+
+
+TtaDep = Annotated[bool, Depends(tta_choice)]
 
 admin_bearer = HTTPBearer(auto_error=False, description="The value of SKINDX_ADMIN_TOKEN.")
 reviewer_bearer = HTTPBearer(

@@ -44,6 +44,7 @@ class InferenceItem:
     image: Image.Image  # RGB upload at most KEPT_IMAGE_SIDE: for the overlay and a reload
     pixels: np.ndarray  # uint8 (S, S, 3) under `contract`
     contract: PreprocessingContract
+    tta: bool = False  # average over the 8 dihedral views (the request's ?tta=, SKINDX_TTA)
 
     def pixels_for(self, contract: PreprocessingContract) -> np.ndarray:
         """The model input under `contract`: the item's own pixels, or (a reload changed the
@@ -60,6 +61,7 @@ class InferenceResult:
     model: PackagedModel  # the model that produced them
     ood_score: float | None = None  # skindx.inference.ood (None: the package has no scorer)
     in_distribution: bool | None = None
+    tta: bool = False  # `probabilities` are the mean over the 8 dihedral views
 
 
 class InferenceEngine:
@@ -159,20 +161,22 @@ class InferenceEngine:
         image: Image.Image,
         contract: PreprocessingContract | None = None,
         view: Image.Image | None = None,
+        tta: bool = False,
     ) -> InferenceItem:
         """Resize an RGB upload to `contract` (the current model's when None; pass the one the
         upload was decoded under, see skindx.inference.images.decode_image), off the event loop.
 
         The item keeps the upload (or `view`, a larger decode of it for the Grad-CAM overlay)
         only at KEPT_IMAGE_SIDE, for the overlay and a reload that changes the contract, so
-        queued requests hold little memory."""
+        queued requests hold little memory. `tta`: answer it with the mean over its 8 dihedral
+        views."""
         contract = contract or self.model.contract
         pixels = resize_to_contract(image, contract)
         image = view if view is not None else image
         if max(image.size) > KEPT_IMAGE_SIDE:
             image = image.copy()
             image.thumbnail((KEPT_IMAGE_SIDE, KEPT_IMAGE_SIDE), Image.Resampling.BILINEAR)
-        return InferenceItem(image, pixels, contract)
+        return InferenceItem(image, pixels, contract, tta)
 
     async def infer(self, item: InferenceItem) -> InferenceResult:
         return await self.batcher.submit(item)
@@ -185,9 +189,16 @@ class InferenceEngine:
         pixels = np.stack([item.pixels_for(model.contract) for item in items])
         out = model.analyse(pixels)  # the image itself: probabilities, CAM features, OOD score
         probabilities = out.probabilities
-        if self.settings.tta:
-            probabilities = tta_probabilities(
-                model, pixels, batch_size=len(items), first_view=probabilities
+        # The items that asked for TTA get their other 7 views as one more batch; the plain
+        # pass above already gave every item its CAM features and OOD score.
+        wanted = np.array([item.tta for item in items])
+        if wanted.any():
+            probabilities = probabilities.copy()
+            probabilities[wanted] = tta_probabilities(
+                model,
+                pixels[wanted],
+                batch_size=int(wanted.sum()),
+                first_view=probabilities[wanted],
             )
         return [
             InferenceResult(
@@ -196,6 +207,7 @@ class InferenceEngine:
                 model,
                 None if out.ood_scores is None else float(out.ood_scores[i]),
                 None if out.in_distribution is None else bool(out.in_distribution[i]),
+                bool(wanted[i]),
             )
             for i in range(len(items))
         ]

@@ -48,6 +48,7 @@ def record_prediction(
         "confidence": probabilities[predicted],
         "probabilities": probabilities,
         "ood_score": result.ood_score,  # None when the package has no scorer
+        "tta": result.tta,
         "image_format": facts.image_format,
         "image_width": facts.width,
         "image_height": facts.height,

@@ -14,6 +14,7 @@ from serving.errors import ApiError
 from serving.predlog.writer import PredictionLog
 from serving.recording import NOT_LOGGED, Logged, record_prediction
 from serving.schemas import ClassProbability, ModelCard, Prediction
+from serving.settings import Settings
 from serving.uploads import UploadFacts, elapsed_ms
 from skindx.inference.cam import overlay
 from skindx.inference.classes import CLASS_INFO
@@ -49,6 +50,7 @@ def build_prediction(
             ClassProbability(code=code, name=CLASS_INFO[code].name, probability=float(p))
             for code, p in zip(model.classes, probabilities, strict=True)
         ],
+        tta=result.tta,
         model_version=model.version,
         processing_time_ms=processing_time_ms,
         request_id=request_id,
@@ -85,8 +87,11 @@ def explanation_png(
     return ExplanationImage(base64.b64encode(buffer.getvalue()).decode("ascii"), layer, grid)
 
 
-def model_card(model: PackagedModel) -> ModelCard:
+def model_card(model: PackagedModel, settings: Settings | None = None) -> ModelCard:
+    """The card as GET /model shows it; with `settings`, this server's defaults beside it."""
     card = dict(model.card)
+    if settings is not None:
+        card["serving"] = {"tta": settings.tta, "ood_action": settings.ood_action}
     card["version"] = model.version  # the card may hold a registry version number
     # names and risk groups as the predictions report them
     card["classes"] = [CLASS_INFO[code].to_dict() for code in model.classes]

@@ -58,6 +58,11 @@ class Prediction(BaseModel):
         None, description="The card's out-of-distribution threshold (null: no scorer)."
     )
     probabilities: list[ClassProbability] = Field(description="Every class, in label order.")
+    tta: bool = Field(
+        False,
+        description="True when the probabilities are the mean over the image's 8 dihedral "
+        "views (test-time augmentation: the request's `?tta=`, else SKINDX_TTA).",
+    )
     model_version: str
     processing_time_ms: float = Field(ge=0.0)
     request_id: str | None = Field(
@@ -148,6 +153,18 @@ class ClassDescription(BaseModel):
     urgency: Urgency
 
 
+class ServingDefaults(BaseModel):
+    """How this server answers when a request does not say otherwise."""
+
+    tta: bool = Field(
+        description="Predictions average the 8 dihedral views unless the request sends "
+        "`?tta=false` (SKINDX_TTA)."
+    )
+    ood_action: str = Field(
+        description="`flag` or `reject` for uploads out of distribution (SKINDX_OOD_ACTION)."
+    )
+
+
 class ModelCard(BaseModel):
     """The served model's card (model.json); unknown keys pass through."""
 
@@ -170,6 +187,9 @@ class ModelCard(BaseModel):
         None,
         description="sha256 of model.json's canonical content, sealed at packaging and checked "
         "on load (compare it with the registry's card_sha256 tag); null for older packages.",
+    )
+    serving: ServingDefaults | None = Field(
+        None, description="This server's defaults for the model (not part of model.json)."
     )
 
 

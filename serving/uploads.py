@@ -88,20 +88,22 @@ async def decode(
     engine: InferenceEngine,
     limiter: anyio.CapacityLimiter,
     view_side: int | None = None,
+    tta: bool = False,
 ) -> DecodedUpload:
     """Sniff, decode and resize off the event loop, a bounded number at a time; with the
     prediction log on, the hash and drift statistics are taken in the same thread.
 
     The upload is decoded as the model's contract says (a JPEG draft decode with
     `jpeg_draft`). `view_side`: the overlay's side (/explain); when the draft decode is smaller
-    than that, the upload is decoded a second time, in full, for the overlay's background only."""
+    than that, the upload is decoded a second time, in full, for the overlay's background only.
+    `tta`: the item is answered with the mean over its 8 dihedral views."""
     limits = {"max_pixels": settings.max_image_pixels, "min_side": settings.min_image_side}
 
     def work() -> DecodedUpload:
         contract = engine.model.contract  # read once: decode and resize under the same one
         decoded = decode_image(data, contract=contract, **limits)
         view = None if view_side is None else full_view(decoded, data, view_side, **limits)
-        item = engine.prepare(decoded.image, contract, view)
+        item = engine.prepare(decoded.image, contract, view, tta=tta)
         if not settings.prediction_log:
             return DecodedUpload(item, None)
         width, height = decoded.source_size

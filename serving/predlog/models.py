@@ -12,7 +12,8 @@ Column groups (see README, "Operating the model"):
                 `<http id>-<index>`), endpoint, batch_index, created_at (UTC)
   model         model_version, card_sha256
   prediction    predicted_class, confidence, probabilities ({class code: p}, every class),
-                ood_score (null until the trust issue adds one)
+                ood_score (null when the package has no scorer), tta (the probabilities
+                are the mean over the 8 dihedral views; revision 0002)
   upload        image_format, image_width, image_height, image_bytes, image_sha256,
                 image_path (relative to SKINDX_UPLOADS_DIR; null unless SKINDX_STORE_UPLOADS)
   drift stats   one Float column per skindx.inference.image_stats.STAT_KEYS (mean_r/g/b,
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -33,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 from skindx.inference.image_stats import STAT_KEYS
@@ -65,6 +68,8 @@ predictions = Table(
     Column("confidence", Float, nullable=False),
     Column("probabilities", JSON, nullable=False),  # {class code: probability}, every class
     Column("ood_score", Float),
+    # the probabilities are the mean over the 8 dihedral views (revision 0002)
+    Column("tta", Boolean, nullable=False, server_default=false()),
     Column("image_format", String(8), nullable=False),
     Column("image_width", Integer, nullable=False),
     Column("image_height", Integer, nullable=False),

@@ -15,6 +15,7 @@ from serving.deps import (
     PredictionLogDep,
     RequestIdDep,
     SettingsDep,
+    TtaDep,
 )
 from serving.responses import answer, build_prediction, explanation_png
 from serving.routers.predict import ImageFile
@@ -37,6 +38,7 @@ async def explain(
     limiter: DecodeLimiterDep,
     log: PredictionLogDep,
     request_id: RequestIdDep,
+    tta: TtaDep,
     _model: ModelDep,
     target: Annotated[
         ClassCode | None,
@@ -45,7 +47,9 @@ async def explain(
 ) -> Explanation:
     started = time.perf_counter()
     data = await read_upload(file, settings)
-    upload = await decode(data, settings, engine, limiter, view_side=settings.explain_size)
+    upload = await decode(
+        data, settings, engine, limiter, view_side=settings.explain_size, tta=tta
+    )
     (result,) = await infer([upload.item], settings, engine)
     explained = target or build_prediction(result, 0.0).predicted_class
     png = await anyio.to_thread.run_sync(

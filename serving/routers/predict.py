@@ -16,6 +16,7 @@ from serving.deps import (
     PredictionLogDep,
     RequestIdDep,
     SettingsDep,
+    TtaDep,
 )
 from serving.errors import ApiError
 from serving.responses import answer
@@ -39,10 +40,11 @@ async def predict(
     limiter: DecodeLimiterDep,
     log: PredictionLogDep,
     request_id: RequestIdDep,
+    tta: TtaDep,
     _model: ModelDep,  # 503 before reading the upload when no model is served
 ) -> Prediction:
     started = time.perf_counter()
-    upload = await decode(await read_upload(file, settings), settings, engine, limiter)
+    upload = await decode(await read_upload(file, settings), settings, engine, limiter, tta=tta)
     (result,) = await infer([upload.item], settings, engine)
     return answer(
         log,
@@ -84,6 +86,7 @@ async def predict_batch(
     limiter: DecodeLimiterDep,
     log: PredictionLogDep,
     request_id: RequestIdDep,
+    tta: TtaDep,
     _model: ModelDep,
 ) -> BatchPrediction:
     started = time.perf_counter()
@@ -96,7 +99,8 @@ async def predict_batch(
 
     async def decode_or_refuse(upload: UploadFile):
         try:
-            return await decode(await read_upload(upload, settings), settings, engine, limiter)
+            data = await read_upload(upload, settings)
+            return await decode(data, settings, engine, limiter, tta=tta)
         except (ApiError, ImageDecodeError) as exc:
             metrics.rejections.labels(code=exc.code).inc()
             return refusal(upload, exc)

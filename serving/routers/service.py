@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from serving.deps import ModelDep
+from serving.deps import ModelDep, SettingsDep
 from serving.responses import model_card
 from serving.schemas import Health, ModelCard, Readiness
 from serving.uploads import error_responses
@@ -35,5 +35,5 @@ async def ready(model: ModelDep) -> Readiness:
     responses=error_responses(503),
     summary="The served model's card: version, metrics, lineage, classes",
 )
-async def model(served: ModelDep) -> ModelCard:
-    return model_card(served)
+async def model(served: ModelDep, settings: SettingsDep) -> ModelCard:
+    return model_card(served, settings)

@@ -26,6 +26,18 @@ def test_predict_agrees_with_explain(api_server, fullres_images):
     )
 
 
+def test_tta_is_the_servers_default_unless_the_caller_chooses(api_server, fullres_images):
+    client = ApiClient(api_server.url)
+    data = fullres_images[2].read_bytes()
+    assert client.model_card()["serving"]["tta"] is False
+    default = client.predict("a.jpg", data, "image/jpeg")
+    plain = client.predict("a.jpg", data, "image/jpeg", tta=False)
+    averaged = client.explain("a.jpg", data, "image/jpeg", tta=True)
+    assert (default["tta"], plain["tta"], averaged["tta"]) == (False, False, True)
+    assert default["probabilities"] == plain["probabilities"]
+    assert averaged["probabilities"] != plain["probabilities"]
+
+
 def test_a_rejected_file_carries_the_apis_own_message(api_server):
     with pytest.raises(ApiRejected) as caught:
         ApiClient(api_server.url).explain("notes.jpg", b"just some text, not a picture\n", None)

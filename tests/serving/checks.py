@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import create_engine, select
 
+from serving.predlog.models import predictions
 from skindx.inference.classes import CLASS_CODES, CLASS_INFO
 
 
@@ -26,6 +28,20 @@ def post_image(
     """POST one file as the `file` field to a Server or an InProcessApi."""
     with server.client() as client:
         return client.post(path, files={"file": (filename, data, content_type)}, **kwargs)
+
+
+def rows(db_url: str) -> list[dict]:
+    """Every record of the prediction log at `db_url`."""
+    engine = create_engine(db_url)
+    with engine.connect() as connection:
+        found = [dict(r._mapping) for r in connection.execute(select(predictions))]
+    engine.dispose()
+    return found
+
+
+def flush(api) -> None:
+    """Wait until an InProcessApi's prediction-log writer has written what it was given."""
+    assert api.app.state.prediction_log.flush(30), "the writer did not catch up in 30 s"
 
 
 def probabilities(body: dict) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, insert, select
+from sqlalchemy import create_engine, insert
 
 from serving.predlog.migrate import upgrade
 from serving.predlog.models import predictions
@@ -24,18 +24,10 @@ from skindx.inference.classes import CLASS_CODES
 from skindx.inference.image_stats import STAT_KEYS, image_stats
 from skindx.inference.model import load_packaged_model
 from skindx.inference.preprocessing import resize_to_contract
-from tests.serving.checks import post_image, probabilities
+from tests.serving.checks import flush, post_image, probabilities, rows
 from tests.serving.conftest import InProcessApi, in_process_api
 
 LOAD = 200
-
-
-def rows(db_url: str) -> list[dict]:
-    engine = create_engine(db_url)
-    with engine.connect() as connection:
-        found = [dict(r._mapping) for r in connection.execute(select(predictions))]
-    engine.dispose()
-    return found
 
 
 def counters(api: InProcessApi) -> dict[str, float]:
@@ -46,10 +38,6 @@ def counters(api: InProcessApi) -> dict[str, float]:
         for sample in family.samples
         if sample.name.startswith("skindx_prediction_log_")
     }
-
-
-def flush(api: InProcessApi) -> None:
-    assert api.app.state.prediction_log.flush(30), "the writer did not catch up in 30 s"
 
 
 def expected_stats(model_dir: Path, jpeg: bytes) -> dict[str, float]:
@@ -112,6 +100,7 @@ def test_each_answered_image_is_one_record_with_its_fields(
     np.testing.assert_allclose(list(record["probabilities"].values()), probabilities(body))
     assert record["confidence"] == pytest.approx(body["confidence"])
     assert record["ood_score"] is None  # until the trust issue adds one
+    assert record["tta"] is False  # SKINDX_TTA's default, no ?tta=
     width, height = Image.open(io.BytesIO(jpeg)).size
     assert (record["image_format"], record["image_width"], record["image_height"]) == (
         "JPEG",
