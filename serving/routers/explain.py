@@ -47,9 +47,7 @@ async def explain(
 ) -> Explanation:
     started = time.perf_counter()
     data = await read_upload(file, settings)
-    upload = await decode(
-        data, settings, engine, limiter, view_side=settings.explain_size, tta=tta
-    )
+    upload = await decode(data, settings, engine, limiter, view_side=settings.explain_size, tta=tta)
     (result,) = await infer([upload.item], settings, engine)
     explained = target or build_prediction(result, 0.0).predicted_class
     png = await anyio.to_thread.run_sync(
