@@ -23,6 +23,16 @@ from skindx.inference.model import PackagedModel
 from skindx.inference.preprocessing import crop_and_resize
 
 
+def uncertainty_threshold(card: dict, tta: bool) -> float | None:
+    """The card's threshold for this kind of answer: averaged probabilities are less peaked,
+    so a TTA answer is held to the threshold chosen on the validation views when the card has
+    one (evaluate.tta), else to the plain one."""
+    uncertainty = card.get("uncertainty") or {}
+    if tta and (uncertainty.get("tta") or {}).get("threshold") is not None:
+        return uncertainty["tta"]["threshold"]
+    return uncertainty.get("threshold")
+
+
 def build_prediction(
     result: InferenceResult,
     processing_time_ms: float,
@@ -33,7 +43,7 @@ def build_prediction(
     probabilities = result.probabilities
     best = int(np.argmax(probabilities))
     info = CLASS_INFO[model.classes[best]]
-    threshold = (model.card.get("uncertainty") or {}).get("threshold")
+    threshold = uncertainty_threshold(model.card, result.tta)
     ood_threshold = model.ood.threshold if model.ood is not None else None
     return Prediction(
         predicted_class=info.code,

@@ -40,7 +40,9 @@ class Prediction(BaseModel):
         "on validation): show 'uncertain: see a dermatologist', not the diagnosis.",
     )
     uncertainty_threshold: float | None = Field(
-        None, description="The card's threshold (null: the package has none)."
+        None,
+        description="The card's threshold for this kind of answer: its TTA one when `tta` "
+        "and the card has one (evaluate.tta), else the plain one; null: the package has none.",
     )
     ood_score: float | None = Field(
         None,

@@ -8,6 +8,7 @@ import pytest
 from skindx.data.processed import load_class_weights, load_split, read_contract
 from skindx.evaluation.calibration import fit_temperature
 from skindx.evaluation.metrics import classification_report, softmax
+from skindx.evaluation.selective import choose_threshold
 from skindx.evaluation.stage import evaluate_checkpoint
 from skindx.models.checkpoint import cpu_state_copy, save_checkpoint
 from skindx.models.predict import predict_logits
@@ -97,3 +98,25 @@ def test_tta_section_is_the_mean_of_the_eight_calibrated_views(processed_dir, tr
     assert tta["difference"]["metric"] == "balanced_accuracy"
     # the headline numbers are the plain pass's, with or without TTA
     assert result["metrics"]["balanced_accuracy"] == plain["metrics"]["balanced_accuracy"]
+    # the TTA answers' own uncertainty threshold, chosen on the validation split's views
+    val = load_split(processed_dir, "val")
+    val_images = torch.from_numpy(np.array(val.images))
+    val_views = [
+        torch.rot90(base, k, dims=(1, 2))
+        for base in (val_images, torch.flip(val_images, dims=(2,)))
+        for k in range(4)
+    ]
+    val_expected = np.mean(
+        [
+            softmax(predict_logits(model, np.ascontiguousarray(v.numpy()), contract), temperature)
+            for v in val_views
+        ],
+        axis=0,
+    )
+    threshold, met = choose_threshold(
+        val_expected.max(1), val_expected.argmax(1) == val.labels, target_accuracy=0.8
+    )
+    assert tta["selective"]["threshold"] == pytest.approx(threshold, abs=1e-6)
+    assert tta["selective"]["target_met"] is met
+    assert tta["selective"]["chosen_on"] == "validation"
+    assert plain["metrics"]["selective"] == result["metrics"]["selective"]

@@ -53,6 +53,13 @@ def test_report_scores_test_at_the_validation_threshold():
     assert report["accuracy"] > report["accuracy_all"] and report["chosen_on"] == "validation"
     card = uncertainty({"selective": report})
     assert card["threshold"] == threshold and card["test_selective_accuracy"] == report["accuracy"]
+    assert "tta" not in card  # evaluate.tta off: no threshold of its own
+    averaged = uncertainty_report(
+        val_probs * 0.9 + 0.1 / 7, val_labels, test_probs, test_labels, target_accuracy=0.85
+    )
+    both = uncertainty({"selective": report, "tta": {"selective": averaged}})
+    assert both["threshold"] == threshold and both["tta"]["threshold"] == averaged["threshold"]
+    assert averaged["threshold"] != threshold
     assert uncertainty({"balanced_accuracy": 0.5}) is None
     with pytest.raises(ValueError, match="target_accuracy"):
         uncertainty_report(val_probs, val_labels, test_probs, test_labels, target_accuracy=80)

@@ -98,10 +98,20 @@ def file_hashes(directory: str | Path) -> dict[str, str]:
 
 def uncertainty(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     """Below `threshold` (calibrated top-1 probability, chosen on validation by evaluate) a
-    prediction is to be marked uncertain; with the test coverage and selective accuracy."""
+    prediction is to be marked uncertain; with the test coverage and selective accuracy.
+    `tta`: the same for answers averaged over the 8 views, when evaluate measured them
+    (evaluate.tta); serving applies it to those answers."""
     selective = (metrics or {}).get("selective")
     if not isinstance(selective, dict) or selective.get("threshold") is None:
         return None
+    card = _uncertainty(selective)
+    tta = ((metrics or {}).get("tta") or {}).get("selective")
+    if isinstance(tta, dict) and tta.get("threshold") is not None:
+        card["tta"] = _uncertainty(tta)
+    return card
+
+
+def _uncertainty(selective: dict[str, Any]) -> dict[str, Any]:
     return {
         "threshold": float(selective["threshold"]),
         "score": selective.get("score", "calibrated top-1 probability"),
