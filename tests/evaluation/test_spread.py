@@ -47,3 +47,30 @@ def test_cli_says_what_is_wrong(tmp_path, capsys):
     one.write_text("{}")
     assert main([str(one)]) == 1
     assert "at least two runs" in capsys.readouterr().err
+
+
+def test_the_rows_of_an_ablation_file_and_their_tta_sections(tmp_path, capsys):
+    def row(bma: float, tta: float) -> dict:
+        section = {
+            "balanced_accuracy": tta,
+            "difference": {"delta": tta - bma},
+            "per_class_recall": {"df": tta - 0.1},
+        }
+        return {"overrides": [], "metrics": {"balanced_accuracy": bma, "tta": section}}
+
+    rows = {"base": ["experiment=demo"], "baseline": row(0.59, 0.61), "seed_1": row(0.57, 0.60)}
+    (tmp_path / "ablation.json").write_text(json.dumps(rows))
+    assert main([str(tmp_path / "ablation.json"), "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "Balanced accuracy: mean 0.580" in out
+    assert "8-view TTA Balanced accuracy: mean 0.605" in out
+    assert "TTA gain in balanced accuracy: mean +0.025" in out
+    written = json.loads((tmp_path / "s.json").read_text())
+    assert written["runs"] == [f"{tmp_path / 'ablation.json'}:{n}" for n in ("baseline", "seed_1")]
+    assert written["tta"]["delta"]["n"] == 2
+    assert written["tta"]["per_class_recall"]["df"]["mean"] == pytest.approx(0.505)
+    # a run without a tta section: no tta spread at all, rather than one over some runs
+    rows["seed_1"]["metrics"].pop("tta")
+    (tmp_path / "ablation.json").write_text(json.dumps(rows))
+    assert main([str(tmp_path / "ablation.json")]) == 0
+    assert "TTA" not in capsys.readouterr().out

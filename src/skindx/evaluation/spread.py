@@ -2,6 +2,10 @@
 max of each headline metric over several metrics.json files.
 
     python -m skindx.evaluation.spread runs/seed-*/metrics.json [--json spread.json]
+    python -m skindx.evaluation.spread /tmp/seeds/ablation.json   # every row of an ablation run
+
+When every run has a `tta` section (evaluate.tta), the spread of the 8-view scores and of their
+paired gain over the plain pass is reported too.
 
 A bootstrap interval measures the test split's sampling noise for one trained model; the spread
 across seeds measures how much retraining moves the figures. The README's headline figures
@@ -57,21 +61,53 @@ def _summary(raw: Sequence[Any]) -> dict[str, float | int] | None:
     }
 
 
+def tta_spread(runs: Sequence[dict[str, Any]]) -> dict | None:
+    """The spread of metrics.json's `tta` sections (evaluate.tta) and of their paired gain in
+    balanced accuracy over the plain pass; None unless every run has one."""
+    sections = [run.get("tta") for run in runs]
+    if not all(isinstance(section, dict) for section in sections):
+        return None
+    codes = dict.fromkeys(c for section in sections for c in section.get("per_class_recall", {}))
+    return {
+        "spread": spread(sections),
+        "delta": _summary([(s.get("difference") or {}).get("delta") for s in sections]),
+        "per_class_recall": {
+            code: _summary([s.get("per_class_recall", {}).get(code) for s in sections])
+            for code in codes
+        },
+    }
+
+
+def read_runs(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(name, metrics) of a metrics.json, or of each row of a skindx.training.ablation result
+    file (rows that differ only in their seed make a seed spread without copying files)."""
+    data = json.loads(path.read_text())
+    if "base" in data and all(
+        isinstance(r, dict) and "metrics" in r for k, r in data.items() if k != "base"
+    ):
+        return [(f"{path}:{name}", row["metrics"]) for name, row in data.items() if name != "base"]
+    return [(str(path), data)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("metrics", nargs="+", type=Path, help="metrics.json of each run")
+    parser.add_argument(
+        "metrics", nargs="+", type=Path, help="metrics.json of each run, or ablation results"
+    )
     parser.add_argument("--json", type=Path, help="also write the spread as JSON here")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.metrics if not p.is_file()]
     if missing:
         print(f"spread: error: no such file: {', '.join(missing)}", file=sys.stderr)
         return 1
-    if len(args.metrics) < 2:
+    named = [run for path in args.metrics for run in read_runs(path)]
+    if len(named) < 2:
         print("spread: error: give the metrics.json of at least two runs", file=sys.stderr)
         return 1
-    runs = [json.loads(p.read_text()) for p in args.metrics]
+    runs = [metrics for _, metrics in named]
     result = spread(runs)
     recalls = per_class_recall_spread(runs)
+    tta = tta_spread(runs)
     for name, s in result.items():
         print(
             f"{METRIC_LABELS[name]}: mean {s['mean']:.3f}, sd {s['std']:.3f}, "
@@ -82,13 +118,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Recall by class (mean): "
             + ", ".join(f"{c} {s['mean']:.2f}" for c, s in recalls.items())
         )
+    if tta is not None:
+        for name, s in tta["spread"].items():
+            print(
+                f"8-view TTA {METRIC_LABELS[name]}: mean {s['mean']:.3f}, sd {s['std']:.3f}, "
+                f"range {s['min']:.3f}-{s['max']:.3f}"
+            )
+        d = tta["delta"]
+        print(
+            f"TTA gain in balanced accuracy: mean {d['mean']:+.3f}, sd {d['std']:.3f}, "
+            f"range {d['min']:+.3f} to {d['max']:+.3f} over {d['n']} runs"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "runs": [str(p) for p in args.metrics],
+            "runs": [name for name, _ in named],
             "spread": result,
             "per_class_recall": recalls,
         }
+        if tta is not None:
+            payload["tta"] = tta
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
