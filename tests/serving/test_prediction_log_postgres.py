@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, select, text
 
-from serving.predlog.models import feedback, predictions
+from serving.predlog.migrate import head_revision
+from serving.predlog.models import feedback, metadata, predictions
 from tests.helpers.servers import free_port
 from tests.serving.checks import post_image
 from tests.serving.conftest import in_process_api
@@ -109,14 +112,17 @@ def test_records_and_feedback_on_postgresql(postgres_url, packaged_model_dir, sy
     engine = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as connection:
         revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        # the migrations build exactly the declared tables on PostgreSQL too
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
         logged = {r.request_id: r for r in connection.execute(select(predictions))}
         labels = {r.request_id: r.label for r in connection.execute(select(feedback))}
     engine.dispose()
-    assert revision == "0001"
+    assert revision == head_revision() and differences == []
     expected = {single["request_id"], explained["request_id"]}
     expected |= {r["prediction"]["request_id"] for r in batch["results"]}
     assert set(logged) == expected and len(expected) == 5
     row = logged[single["request_id"]]
     assert row.created_at.tzinfo is not None  # timestamptz on PostgreSQL
+    assert row.tta is False
     assert row.probabilities[single["predicted_class"]] == pytest.approx(single["confidence"])
     assert labels == {single["request_id"]: "mel"}
