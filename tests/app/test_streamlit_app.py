@@ -28,9 +28,13 @@ def image_captions(at: AppTest) -> list[str]:
 
 def test_upload_and_analyze_shows_card_chart_and_gradcam(monkeypatch, api_server, fullres_images):
     image = fullres_images[0]
-    expected = (
+    expected = (  # as the UI asks: its orientation toggle starts on
         api_server.client()
-        .post("/predict", files={"file": (image.name, image.read_bytes(), "image/jpeg")})
+        .post(
+            "/predict",
+            files={"file": (image.name, image.read_bytes(), "image/jpeg")},
+            params={"tta": "true"},
+        )
         .json()
     )
 
@@ -71,14 +75,19 @@ def test_the_orientation_toggle_asks_the_api_for_tta(monkeypatch, api_server, fu
     )
     at = open_app(monkeypatch, api_server.url)
     at.file_uploader[0].set_value((image.name, image.read_bytes(), "image/jpeg")).run()
-    assert at.toggle[0].value is False  # the server's default (GET /model `serving.tta`)
-    at.button[0].click().run()
-    assert not any("orientations" in c.value for c in at.caption)
-    at.toggle[0].set_value(True).run()
+    assert at.toggle[0].value is True  # on in the UI, though the API's default is off
     at.button[0].click().run()
     assert not at.exception and not at.error
     assert any("averaged over 8 orientations" in c.value for c in at.caption)
     assert at.metric[0].value == f"{expected['confidence'] * 100:.1f} %"
+    at.toggle[0].set_value(False).run()
+    at.button[0].click().run()
+    assert not any("orientations" in c.value for c in at.caption)
+
+    monkeypatch.setenv("UI_TTA", "false")
+    at = open_app(monkeypatch, api_server.url)
+    at.file_uploader[0].set_value((image.name, image.read_bytes(), "image/jpeg")).run()
+    assert at.toggle[0].value is False
 
 
 def test_a_rejected_file_shows_the_apis_message(monkeypatch, api_server):

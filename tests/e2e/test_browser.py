@@ -105,8 +105,10 @@ def save_screenshot(driver: WebDriver, name: str) -> Path:
 def test_analyze_shows_prediction_chart_and_gradcam(stack, browser, fullres_images):
     image = fullres_images[0]
     with stack.client() as client:
-        expected = client.post(
-            "predict", files={"file": (image.name, image.read_bytes(), "image/jpeg")}
+        expected = client.post(  # as the UI asks: its orientation toggle starts on
+            "predict",
+            files={"file": (image.name, image.read_bytes(), "image/jpeg")},
+            params={"tta": "true"},
         ).json()
 
     open_app(browser, stack.url)

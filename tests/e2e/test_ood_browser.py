@@ -125,8 +125,11 @@ def ui(tmp_path) -> Iterator:
 
 
 def score(api, image: Path) -> dict:
+    """The API's answer as the UI asks for it (the orientation toggle starts on: ?tta=true)."""
     with api.client() as client:
-        response = client.post("/predict", files={"file": (image.name, image.read_bytes())})
+        response = client.post(
+            "/predict", files={"file": (image.name, image.read_bytes())}, params={"tta": "true"}
+        )
     assert response.status_code == 200, response.text
     return response.json()
 
