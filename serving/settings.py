@@ -99,8 +99,10 @@ class Settings(BaseSettings):
     # it with 422 not_dermoscopic
     ood_action: OodAction = "flag"
     # test-time augmentation: the diagnosis averaged over the image's 8 dihedral views, run as
-    # one batch (skindx.inference.tta); off by default: +0.026 test BMA on the demo model at
-    # about 8x the inference time (docs/results.md#test-time-augmentation-on-the-seed-42-model)
+    # one batch (skindx.inference.tta). The default for requests that send no `?tta=`: off, for
+    # machine clients' throughput (0.27x at 16 clients, 3.6x the p50), though it adds +0.023
+    # test BMA at every seed of the demo model (docs/results.md#test-time-augmentation-over-
+    # the-three-seeds); the web UI asks for it per request.
     tta: bool = Field(False, description="average the probabilities over the 8 dihedral views")
     log_level: LogLevel = "info"
     # the prediction log (serving/predlog): one row per answered image, and reviewers' feedback
