@@ -24,9 +24,9 @@ from skindx.inference.preprocessing import crop_and_resize
 
 
 def uncertainty_threshold(card: dict, tta: bool) -> float | None:
-    """The card's threshold for this kind of answer: averaged probabilities are less peaked,
-    so a TTA answer is held to the threshold chosen on the validation views when the card has
-    one (evaluate.tta), else to the plain one."""
+    """The card's threshold for this kind of answer: averaged probabilities are distributed
+    differently, so a TTA answer is held to the threshold chosen on the validation views when
+    the card has one (evaluate.tta), else to the plain one."""
     uncertainty = card.get("uncertainty") or {}
     if tta and (uncertainty.get("tta") or {}).get("threshold") is not None:
         return uncertainty["tta"]["threshold"]
@@ -97,11 +97,10 @@ def explanation_png(
     return ExplanationImage(base64.b64encode(buffer.getvalue()).decode("ascii"), layer, grid)
 
 
-def model_card(model: PackagedModel, settings: Settings | None = None) -> ModelCard:
-    """The card as GET /model shows it; with `settings`, this server's defaults beside it."""
+def model_card(model: PackagedModel, settings: Settings) -> ModelCard:
+    """The card as GET /model shows it, with this server's defaults beside it."""
     card = dict(model.card)
-    if settings is not None:
-        card["serving"] = {"tta": settings.tta, "ood_action": settings.ood_action}
+    card["serving"] = {"tta": settings.tta, "ood_action": settings.ood_action}
     card["version"] = model.version  # the card may hold a registry version number
     # names and risk groups as the predictions report them
     card["classes"] = [CLASS_INFO[code].to_dict() for code in model.classes]

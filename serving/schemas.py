@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving.settings import OodAction
 from skindx.inference.classes import CLASS_CODES
 
 ClassCode = Literal[CLASS_CODES]  # type: ignore[valid-type]
@@ -162,7 +163,7 @@ class ServingDefaults(BaseModel):
         description="Predictions average the 8 dihedral views unless the request sends "
         "`?tta=false` (SKINDX_TTA)."
     )
-    ood_action: str = Field(
+    ood_action: OodAction = Field(
         description="`flag` or `reject` for uploads out of distribution (SKINDX_OOD_ACTION)."
     )
 

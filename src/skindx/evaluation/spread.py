@@ -39,10 +39,17 @@ def spread(runs: Sequence[dict[str, Any]], names: Sequence[str] = QUALITY_METRIC
 def per_class_recall_spread(runs: Sequence[dict[str, Any]]) -> dict:
     """{class code: {n, mean, std, min, max}} of each class's test recall (metrics.json's
     `per_class`): which classes a change of recipe moves, beside the headline."""
-    codes = dict.fromkeys(code for run in runs for code in run.get("per_class", {}))
+    return _recall_spread(
+        [{c: m.get("recall") for c, m in run.get("per_class", {}).items()} for run in runs]
+    )
+
+
+def _recall_spread(recalls: Sequence[dict[str, Any]]) -> dict:
+    """{class code: summary} over runs given as {class code: recall} each."""
+    codes = dict.fromkeys(code for run in recalls for code in run)
     out = {}
     for code in codes:
-        summary = _summary([run.get("per_class", {}).get(code, {}).get("recall") for run in runs])
+        summary = _summary([run.get(code) for run in recalls])
         if summary is not None:
             out[code] = summary
     return out
@@ -67,14 +74,10 @@ def tta_spread(runs: Sequence[dict[str, Any]]) -> dict | None:
     sections = [run.get("tta") for run in runs]
     if not all(isinstance(section, dict) for section in sections):
         return None
-    codes = dict.fromkeys(c for section in sections for c in section.get("per_class_recall", {}))
     return {
         "spread": spread(sections),
         "delta": _summary([(s.get("difference") or {}).get("delta") for s in sections]),
-        "per_class_recall": {
-            code: _summary([s.get("per_class_recall", {}).get(code) for s in sections])
-            for code in codes
-        },
+        "per_class_recall": _recall_spread([s.get("per_class_recall", {}) for s in sections]),
     }
 
 

@@ -101,8 +101,7 @@ def mean_view_probabilities(view_logits, temperature: float):
 
 
 def tta_section(
-    view_logits,
-    temperature: float,
+    probs,
     plain_calibrated,
     labels,
     classes: list[str],
@@ -110,10 +109,9 @@ def tta_section(
     bootstrap: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """metrics.json's `tta`: the test split scored as serving scores it with TTA on
-    (calibrated probabilities averaged over the 8 dihedral views, skindx.inference.tta), its
-    quality metrics, and the lesion-grouped paired bootstrap of its balanced accuracy against
-    the plain pass (the same test promote uses). `view_logits`: one (N, C) array per view."""
-    probs = mean_view_probabilities(view_logits, temperature)
+    (`probs`: calibrated probabilities averaged over the 8 dihedral views,
+    mean_view_probabilities), its quality metrics, and the lesion-grouped paired bootstrap of
+    its balanced accuracy against the plain pass (the same test promote uses)."""
     report = classification_report(labels, probs, classes)
     diff = paired_difference_from_settings(
         labels,
@@ -125,7 +123,7 @@ def tta_section(
         metric=PRIMARY_METRIC,
     )
     return {
-        "views": len(view_logits),
+        "views": DIHEDRAL_VIEWS,
         **{k: report[k] for k in QUALITY_METRICS},
         "difference": diff.to_dict(),
         "per_class_recall": {code: report["per_class"][code]["recall"] for code in classes},
@@ -206,10 +204,9 @@ def evaluate_checkpoint(
                 for index in range(1, DIHEDRAL_VIEWS)
             ]
 
-        view_logits = views(test.images, test_logits)
+        test_tta = mean_view_probabilities(views(test.images, test_logits), calibration.temperature)
         metrics["tta"] = tta_section(
-            view_logits,
-            calibration.temperature,
+            test_tta,
             calibrated,
             test.labels,
             classes,
@@ -219,7 +216,7 @@ def evaluate_checkpoint(
         metrics["tta"]["selective"] = uncertainty_report(
             mean_view_probabilities(views(val.images, val_logits), calibration.temperature),
             val.labels,
-            mean_view_probabilities(view_logits, calibration.temperature),
+            test_tta,
             test.labels,
             **{"target_accuracy": 0.8, "min_coverage": 0.1, **(uncertain or {})},
         )
