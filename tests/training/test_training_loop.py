@@ -3,6 +3,7 @@ schedules. resnet18 at 32 px on real images, one or two steps per epoch."""
 
 from __future__ import annotations
 
+import csv
 import math
 import pickle
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from skindx.models.checkpoint import cpu_state_copy, load_checkpoint, load_model_from_checkpoint
-from skindx.training.loop import TrainConfig, Trainer, make_scheduler
+from skindx.training.loop import TrainConfig, Trainer, make_scheduler, write_history
 from tests.helpers.training import MODEL, make_trainer
 
 
@@ -153,6 +154,50 @@ def test_same_config_same_metrics_on_cpu(processed_dir, tmp_path, uninterrupted)
 
 
 @pytest.mark.slow
+def test_validate_from_skips_early_epochs_and_leaves_training_alone(
+    processed_dir, tmp_path, uninterrupted
+):
+    """train.validate_from=2: epoch 1 is trained but neither validated nor a best.pt candidate;
+    the weights and epoch 2's validation are those of validating every epoch; history.csv
+    leaves epoch 1's validation cells blank (a gap in the DVC plot, not a zero)."""
+    result = make_trainer(processed_dir, tmp_path, epochs=2, validate_from=2).fit()
+    first, second = result.history
+    assert "val_loss" not in first and "val_balanced_accuracy" not in first
+    assert result.best_epoch == 2
+    expected, expected_last = uninterrupted
+    for key in ("train_loss", "val_loss", "val_balanced_accuracy", "val_macro_f1"):
+        assert second[key] == expected.history[1][key], key
+    last = load_checkpoint(tmp_path / "last.pt")["model_state"]
+    assert all(torch.equal(last[k], v) for k, v in expected_last["model_state"].items())
+
+    rows = list(csv.DictReader(write_history(tmp_path / "history.csv", result.history).open()))
+    assert rows[0]["val_balanced_accuracy"] == "" and rows[0]["train_loss"] != ""
+    assert float(rows[1]["val_balanced_accuracy"]) == pytest.approx(second["val_balanced_accuracy"])
+
+
+@pytest.mark.slow
+def test_validate_from_past_the_end_still_validates_the_last_epoch(processed_dir, tmp_path):
+    result = make_trainer(processed_dir, tmp_path, epochs=2, validate_from=5).fit()
+    assert result.best_epoch == 2 and "val_loss" in result.history[-1]
+    assert load_checkpoint(tmp_path / "best.pt")["best_epoch"] == 2
+
+
+@pytest.mark.slow
+def test_early_stopping_counts_only_validated_epochs(processed_dir, tmp_path):
+    """Epochs before train.validate_from are no evidence: patience 2 from a best at epoch 3
+    stops after epoch 5, not after epoch 3."""
+    result = make_trainer(
+        processed_dir,
+        tmp_path,
+        cls=NeverImproves,
+        epochs=8,
+        early_stopping_patience=2,
+        validate_from=3,
+    ).fit()
+    assert result.stopped_early and result.best_epoch == 3 and result.epochs_run == 5
+
+
+@pytest.mark.slow
 def test_resume_refuses_another_model(processed_dir, tmp_path):
     make_trainer(processed_dir, tmp_path, epochs=1).fit()
     other = {**MODEL, "dropout": 0.5}
@@ -224,3 +269,5 @@ def test_train_config_rejects_typos():
         TrainConfig.from_params({"epoch": 3})
     with pytest.raises(ValueError, match="scheduler"):
         TrainConfig.from_params({"scheduler": "step"})
+    with pytest.raises(ValueError, match="validate_from must be an epoch >= 1"):
+        TrainConfig.from_params({"validate_from": 0})
