@@ -120,3 +120,37 @@ def test_tta_section_is_the_mean_of_the_eight_calibrated_views(processed_dir, tr
     assert tta["selective"]["target_met"] is met
     assert tta["selective"]["chosen_on"] == "validation"
     assert plain["metrics"]["selective"] == result["metrics"]["selective"]
+
+
+@pytest.mark.slow
+def test_a_channels_last_trained_checkpoint_scores_in_that_format_with_the_same_answers(
+    processed_dir, trained, tmp_path, monkeypatch
+):
+    """train.channels_last (on by default) is the format training validated in, so evaluate
+    scores in it too: the answers are those of the contiguous model up to float rounding."""
+    from skindx.models.checkpoint import load_checkpoint
+
+    model, contract, _, path = trained
+    checkpoint = load_checkpoint(path)
+    checkpoint["config"] = {**checkpoint["config"], "train": {"channels_last": True}}
+    nhwc = save_checkpoint(tmp_path / "best.pt", checkpoint)
+    import skindx.evaluation.stage as stage
+
+    formats = []
+
+    def recording(module, images, *args, **kwargs):
+        formats.append(kwargs.get("channels_last"))
+        return predict_logits(module, images, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "predict_logits", recording)
+    result = evaluate_checkpoint(nhwc, processed_dir)
+    monkeypatch.undo()
+
+    assert formats == [True, True]  # validation and test, in the format training used
+
+    test = load_split(processed_dir, "test")
+    expected = softmax(predict_logits(model, test.images, contract))  # contiguous
+    np.testing.assert_allclose(result["probs"], expected, atol=1e-4)
+    assert (result["probs"].argmax(1) == expected.argmax(1)).all()
+    plain = evaluate_checkpoint(path, processed_dir)["metrics"]
+    assert result["metrics"]["temperature"] == pytest.approx(plain["temperature"], rel=1e-3)

@@ -500,8 +500,8 @@ class Trainer:
     def validates(self, epoch: int) -> bool:
         """Whether `epoch` is validated: from train.validate_from on, and always the last one.
 
-        Why skip the early epochs: under a one-cycle schedule the best epoch comes late (10-12
-        of 12 in every demo run so far), and a validation pass costs about a fifth of a demo
+        Why skip the early epochs: under a one-cycle schedule the best epoch comes late (9-12
+        of 12 in every demo run on the CPU so far), and a validation pass costs about a fifth of a demo
         epoch (two with train.ema), so validating the back half buys the EMA's second pass for
         the time of the passes saved. Training itself is untouched: the same weights come out."""
         return epoch >= min(self.config.validate_from, self.config.epochs)
