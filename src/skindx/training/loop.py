@@ -1,6 +1,6 @@
 """The training loop: AdamW + one-cycle or warmup-cosine schedule (stepped per batch), early
-stopping on validation balanced accuracy (every epoch from train.validate_from on), a checkpoint every epoch (last.pt) and at every
-improvement (best.pt), resumable from last.pt.
+stopping on validation balanced accuracy (every epoch from train.validate_from on), a
+checkpoint every epoch (last.pt) and at every improvement (best.pt), resumable from last.pt.
 
 Reproducibility: every epoch reseeds torch, the sampler and the augmentation generators from
 (seed, epoch), so an uninterrupted run and a run resumed from last.pt draw the same numbers;
@@ -18,9 +18,10 @@ Recipe options, all off by default (conf/train/default.yaml; docs/results.md, th
   - train.augment.* beyond flips/crop/jitter and train.mix.* (mixup/cutmix with soft targets;
     the loss stays the class-weighted mean, see `soft_cross_entropy`);
   - train.ema: an exponential moving average of the weights (skindx.training.ema), validated
-    beside the trained weights every validated epoch; an epoch scores the better of the two, and best.pt
-    holds the better one as its `model_state` (its `weights` key says which: "model" or
-    "ema"), so evaluate, package and serving use it unchanged;
+    beside the trained weights at every validated epoch; an epoch scores the better of the
+    two, and best.pt holds the better one as its `model_state` (its `weights` key says which:
+    "model" or "ema"), so evaluate, package and serving use it unchanged (measured on the
+    demo default: no gain, docs/results.md);
   - train.progressive: the first `epochs_at_start` epochs train at `start_size` px, the batch
     downsampled on the device; later epochs and every validation at the stored size.
 """
@@ -501,9 +502,9 @@ class Trainer:
         """Whether `epoch` is validated: from train.validate_from on, and always the last one.
 
         Why skip the early epochs: under a one-cycle schedule the best epoch comes late (9-12
-        of 12 in every demo run on the CPU so far), and a validation pass costs about a fifth of a demo
-        epoch (two with train.ema), so validating the back half buys the EMA's second pass for
-        the time of the passes saved. Training itself is untouched: the same weights come out."""
+        of 12 in every demo run on the CPU so far), and a validation pass costs about a fifth
+        of a demo epoch (two with train.ema), so the demo validates epochs 7-12 only: the same
+        best.pt, about a minute less. Training itself is untouched: the same weights come out."""
         return epoch >= min(self.config.validate_from, self.config.epochs)
 
     def validate(self) -> dict[str, float]:
