@@ -72,7 +72,7 @@ def main() -> None:
         rounds.append(row)
         print(f"round {index + 1}: {row}", flush=True)
     report = {
-        **report_header("evaluate_layout"),
+        **report_header("evaluate_layout", http=False),
         "arch": args.arch,
         "size": args.size,
         "images": args.images,
@@ -84,7 +84,6 @@ def main() -> None:
         "median_ratio_nhwc_over_nchw": statistics.median(r["ratio_nhwc_over_nchw"] for r in rounds),
         "max_abs_logit_difference": float(np.abs(logits["nhwc"] - logits["nchw"]).max()),
     }
-    report.pop("http_stack", None)  # not a serving benchmark
     write_report(args.out, report)
     print(
         f"NHWC / NCHW: {report['median_ratio_nhwc_over_nchw']:.2f}x (median of {args.rounds}); "

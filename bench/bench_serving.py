@@ -159,9 +159,10 @@ def http_stack() -> dict:
     }
 
 
-def report_header(benchmark: str) -> dict:
-    """The fields every serving benchmark's JSON starts with: what ran, when, where, on what."""
-    return {
+def report_header(benchmark: str, *, http: bool = True) -> dict:
+    """The fields every benchmark's JSON starts with: what ran, when, where, on what; with
+    `http`, the HTTP stack the servers ran on (the serving benchmarks)."""
+    header = {
         "benchmark": benchmark,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -170,8 +171,8 @@ def report_header(benchmark: str) -> dict:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
-        "http_stack": http_stack(),
     }
+    return {**header, "http_stack": http_stack()} if http else header
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:

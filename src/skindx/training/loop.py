@@ -498,6 +498,11 @@ class Trainer:
             "lr": float(self.scheduler.get_last_lr()[0]),
         }
 
+    @property
+    def first_validated_epoch(self) -> int:
+        """train.validate_from, or the last epoch when it lies past the end."""
+        return min(self.config.validate_from, self.config.epochs)
+
     def validates(self, epoch: int) -> bool:
         """Whether `epoch` is validated: from train.validate_from on, and always the last one.
 
@@ -505,7 +510,7 @@ class Trainer:
         of 12 in every demo run on the CPU so far), and a validation pass costs about a fifth
         of a demo epoch (two with train.ema), so the demo validates epochs 7-12 only: the same
         best.pt, about a minute less. Training itself is untouched: the same weights come out."""
-        return epoch >= min(self.config.validate_from, self.config.epochs)
+        return epoch >= self.first_validated_epoch
 
     def validate(self) -> dict[str, float]:
         """The trained weights on the validation split."""
@@ -696,11 +701,11 @@ class Trainer:
         )
 
     def _report(self, row: dict[str, float], improved: bool) -> None:
-        if self.progress and "val_balanced_accuracy" not in row:
+        if self.progress and MONITOR not in row:
             tqdm.write(
                 f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}"
                 f" acc {row['train_accuracy']:.3f} | validation from epoch"
-                f" {min(self.config.validate_from, self.config.epochs)}"
+                f" {self.first_validated_epoch}"
             )
         elif self.progress:
             ema = (
