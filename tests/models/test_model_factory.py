@@ -121,3 +121,23 @@ def test_imagenet_without_internet_says_what_to_do(tmp_path, monkeypatch):
     assert "internet" in message
     assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
     assert "model.weights" in message
+
+
+def test_zero_init_residual_starts_every_block_as_the_identity():
+    """model.zero_init_residual: each Bottleneck's last BatchNorm starts at gamma 0, so a block's
+    residual branch adds nothing and the block passes its input through (after the ReLU); off,
+    the branch changes its input. Loaded weights replace the init."""
+    torch.manual_seed(0)
+    zeroed = build_model("resnet50", weights="none", zero_init_residual=True).eval()
+    plain = build_model("resnet50", weights="none").eval()
+    blocks = [m for m in zeroed.modules() if isinstance(m, models.resnet.Bottleneck)]
+    assert len(blocks) == 16 and all(torch.all(b.bn3.weight == 0) for b in blocks)
+    x = torch.relu(torch.randn(1, 256, 8, 8))  # a block without downsample sees 256 channels
+    with torch.no_grad():
+        assert torch.equal(zeroed.layer1[1](x), x)
+        assert not torch.allclose(plain.layer1[1](x), x)
+    assert all(
+        torch.all(b.bn3.weight == 1)
+        for b in plain.modules()
+        if isinstance(b, models.resnet.Bottleneck)
+    )

@@ -1,6 +1,6 @@
 """The model factory: a torchvision ResNet with the project's head, from config.
 
-`build_model(arch, num_classes, dropout, weights)` where `weights` is
+`build_model(arch, num_classes, dropout, weights, zero_init_residual)` where `weights` is
   - "none": random initialisation;
   - "imagenet": torchvision's ImageNet weights (downloaded once into the torch hub cache);
   - a path to a state dict (.pt/.pth loaded with weights_only=True, or .safetensors). A full
@@ -9,6 +9,11 @@
     skindx.models.weights) are accepted; a head that does not fit is skipped and stays
     randomly initialised. Every other tensor must fit: a missing or misshapen backbone key
     is an error, never a silent partial load.
+
+`zero_init_residual` starts the last BatchNorm of every residual block at gamma = 0, so that each
+block begins as the identity (Goyal et al. 2017, "Accurate, large minibatch SGD"; torchvision's
+flag): a from-scratch network then trains like a shallow one in its first steps. It only shapes the
+random initialisation; loaded weights replace it.
 """
 
 from __future__ import annotations
@@ -41,12 +46,13 @@ def build_model(
     num_classes: int = 7,
     dropout: float = 0.2,
     weights: str | Path | None = "none",
+    zero_init_residual: bool = False,
 ) -> nn.Module:
     """A ResNet whose head is `fc = Sequential(Dropout(dropout), Linear(features, num_classes))`."""
     if arch not in ARCHS:
         raise ValueError(f"unknown model.arch {arch!r}; expected one of {sorted(ARCHS)}")
     constructor, imagenet = ARCHS[arch]
-    model = constructor(weights=None)
+    model = constructor(weights=None, zero_init_residual=bool(zero_init_residual))
     model.fc = nn.Sequential(
         nn.Dropout(p=float(dropout)), nn.Linear(model.fc.in_features, num_classes)
     )
