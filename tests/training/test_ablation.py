@@ -49,6 +49,10 @@ def test_rows_train_with_their_overrides_and_tables_merge(
             if name != "base":
                 assert 0.0 <= row["metrics"]["balanced_accuracy"] <= 1.0
                 assert row["metrics"]["balanced_accuracy_ci_low"] is not None
+                # the row's own epochs, kept before the next row overwrites history.csv
+                epochs = [int(r["epoch"]) for r in row["history"]]
+                assert epochs == list(range(1, params["train"]["epochs"] + 1))
+                assert all(r["seconds"] > 0 for r in row["history"])
     assert (tmp_path / "a/data/processed").is_dir()  # the data stages ran once per directory
 
     main(["--table", str(tmp_path / "a/ablation.json"), str(tmp_path / "b/ablation.json")])

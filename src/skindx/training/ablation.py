@@ -16,6 +16,7 @@ reproduce each row.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -121,10 +122,23 @@ def main(argv: list[str] | None = None) -> None:
             "threads": os.environ.get("OMP_NUM_THREADS", "default"),
             "metrics": metrics,
             "seconds": round(time.perf_counter() - started, 1),
+            # the next row overwrites history.csv: keep this row's epochs (validation curve,
+            # seconds per epoch) with its metrics
+            "history": read_history(project / paths["history_csv"]),
         }
         out.write_text(json.dumps({"base": args.base, **rows}, indent=2) + "\n")
         rows.pop("base", None)
     print(table(rows))
+
+
+def read_history(path: Path) -> list[dict[str, float | None]]:
+    """history.csv's rows as numbers; a blank cell (an epoch before train.validate_from has no
+    val_* figures) is None."""
+    with path.open(newline="") as handle:
+        return [
+            {key: float(value) if value != "" else None for key, value in row.items()}
+            for row in csv.DictReader(handle)
+        ]
 
 
 def merge_results(paths: list[Path]) -> dict:
