@@ -141,3 +141,12 @@ def test_zero_init_residual_starts_every_block_as_the_identity():
         for b in plain.modules()
         if isinstance(b, models.resnet.Bottleneck)
     )
+
+
+def test_zero_init_residual_gives_way_to_loaded_weights(tmp_path):
+    """The flag shapes the random init only: a state dict loaded on top replaces the zeros."""
+    source = build_model("resnet18", weights="none")
+    torch.save(source.state_dict(), tmp_path / "weights.pt")
+    loaded = build_model("resnet18", weights=str(tmp_path / "weights.pt"), zero_init_residual=True)
+    assert torch.all(loaded.layer1[0].bn2.weight == 1)  # a BasicBlock's last BatchNorm
+    _assert_same_weights(source, loaded)

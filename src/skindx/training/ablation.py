@@ -16,7 +16,6 @@ reproduce each row.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 from skindx.config import compose_config, write_params
+from skindx.training.loop import read_history
 
 REPO = Path(__file__).resolve().parents[3]
 DATA_STAGES = ("ingest.py", "validate.py", "preprocess.py")
@@ -129,16 +129,6 @@ def main(argv: list[str] | None = None) -> None:
         out.write_text(json.dumps({"base": args.base, **rows}, indent=2) + "\n")
         rows.pop("base", None)
     print(table(rows))
-
-
-def read_history(path: Path) -> list[dict[str, float | None]]:
-    """history.csv's rows as numbers; a blank cell (an epoch before train.validate_from has no
-    val_* figures) is None."""
-    with path.open(newline="") as handle:
-        return [
-            {key: float(value) if value != "" else None for key, value in row.items()}
-            for row in csv.DictReader(handle)
-        ]
 
 
 def merge_results(paths: list[Path]) -> dict:

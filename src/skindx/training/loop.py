@@ -71,6 +71,7 @@ __all__ = [
     "make_scheduler",
     "seed_everything",  # re-exported from skindx.runtime for bench/ and older callers
     "select_device",
+    "read_history",
     "write_history",
 ]
 
@@ -734,3 +735,13 @@ def write_history(path: str | Path, history: Sequence[dict[str, float]]) -> Path
                 {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
             )
     return path
+
+
+def read_history(path: str | Path) -> list[dict[str, float | None]]:
+    """write_history's rows back as numbers; a blank cell (an epoch before train.validate_from
+    has no val_* figures) is None."""
+    with Path(path).open(newline="") as fh:
+        return [
+            {key: float(value) if value != "" else None for key, value in row.items()}
+            for row in csv.DictReader(fh)
+        ]
